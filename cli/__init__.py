@@ -1,0 +1,140 @@
+"""The mdeploy command line. Thin: each command parses flags, calls a library function and renders its report.
+
+Errors are mapped to `error:`/`hint:` lines and exit codes here, in one place.
+"""
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+from mdeploy.cli import _common
+
+app = typer.Typer(
+    name="mdeploy",
+    help="Convert, simplify, quantize, prune and validate models for cloud (SavedModel, ONNX) and edge (TFLite).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version() -> str:
+    try:
+        return version("mdeploy")
+    except PackageNotFoundError:
+        return "0.0.0+source"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"mdeploy {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version_: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (also accepted after the command).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Let TensorFlow's own logging through (also after the command).")] = False,
+) -> None:
+    """mdeploy: verified deployment artifacts from a trained model."""
+    _common.state["debug"] |= debug
+    _common.state["verbose"] |= verbose
+
+
+def _register() -> None:
+    from mdeploy.cli import convert, inspect
+
+    app.command("inspect")(inspect.inspect_cli)
+    app.command("convert")(convert.convert_cli)
+    for module_name, command, func in EXTRA_COMMANDS:
+        try:
+            module = __import__(f"mdeploy.cli.{module_name}", fromlist=[func])
+        except ModuleNotFoundError as e:
+            if e.name != f"mdeploy.cli.{module_name}":
+                raise
+            continue
+        app.command(command)(getattr(module, func))
+
+
+# Commands living in their own modules; registered when present.
+EXTRA_COMMANDS = [
+    ("simplify", "simplify", "simplify_cli"),
+    ("quantize", "quantize", "quantize_cli"),
+    ("prune", "prune", "prune_cli"),
+    ("validate", "validate", "validate_cli"),
+    ("bench", "bench", "bench_cli"),
+    ("report", "report", "report_cli"),
+    ("optimize", "optimize", "optimize_cli"),
+    ("zoo", "zoo", "zoo_cli"),
+    ("zoo", "zoo-merge", "zoo_merge_cli"),
+]
+
+_register()
+
+
+def _extract_global_flags(argv: list[str]) -> list[str]:
+    """Accept --debug/--verbose anywhere on the line, not only before the command."""
+    rest = []
+    for arg in argv:
+        if arg == "--debug":
+            _common.state["debug"] = True
+        elif arg == "--verbose":
+            _common.state["verbose"] = True
+        else:
+            rest.append(arg)
+    return rest
+
+
+def _print_error(message: str, hint: str) -> None:
+    _common.stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    if hint:
+        _common.stderr.print(f"[bold]hint:[/] {hint}", highlight=False)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the importable entry point tests use)."""
+    from typer.exceptions import TyperException
+
+    from mdeploy.passes import tf_env
+    from mdeploy.passes.errors import EXIT_BAD_INPUT, EXIT_PASS_FAILED, MdeployError
+
+    argv = _extract_global_flags(list(sys.argv[1:] if argv is None else argv))
+    tf_env.set_verbose(_common.state["verbose"])
+    try:
+        rv = app(argv, prog_name="mdeploy", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except MdeployError as e:
+        if _common.state["debug"]:
+            _common.stderr.print_exception()
+        _print_error(e.message, e.hint)
+        return e.exit_code
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        _print_error("aborted", "")
+        return 130
+    except TyperException as e:
+        if _common.state["debug"]:
+            _common.stderr.print_exception()
+        ctx = getattr(e, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "mdeploy"
+        _print_error(e.format_message(), f"see `{cmd} --help`")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _print_error("interrupted", "nothing half-written was left behind; re-run to finish")
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback unless --debug
+        if _common.state["debug"]:
+            _common.stderr.print_exception()
+        _print_error(f"unexpected {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
+                     "re-run with --debug for the traceback, and report it if it looks like a bug")
+        return EXIT_PASS_FAILED
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,44 @@
+"""What every command shares: option aliases, the error-to-exit-code mapping, progress and output rendering."""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+# stdout carries only machine output (--json) or the final table; everything else goes to stderr.
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+state = {"debug": False, "verbose": False}
+
+ModelArg = Annotated[Path, typer.Argument(help="Model: .keras, .h5, .onnx, .tflite or a SavedModel directory.", show_default=False)]
+OutDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (report.json and artifacts go here).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Write the report as JSON to stdout, and nothing else.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing artifacts.")]
+DataOpt = Annotated[str | None, typer.Option("--data", help="Inputs for checks: a .npz keyed by input name (default: generated, seed 0).")]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset for tf2onnx conversions.")]
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def warn(text: str) -> None:
+    stderr.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+
+@contextlib.contextmanager
+def progress(title: str, quiet: bool = False) -> Iterator[Any]:
+    """A live status line on stderr; yields the on_stage callback passes report to."""
+    if quiet or not stderr.is_terminal:
+        yield lambda text: None
+        return
+    with stderr.status(f"[bold]{title}[/]") as status:
+        yield lambda text: status.update(f"[bold]{title}[/] {text}")

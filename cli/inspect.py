@@ -1,0 +1,51 @@
+"""`mdeploy inspect`: what a model file is, its inputs and outputs, size, parameters and top ops."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from mdeploy.cli._common import JsonOpt, ModelArg, emit_json, stdout
+
+
+def inspect_model(model: Path) -> dict[str, Any]:
+    from mdeploy.passes.describe import describe
+
+    return describe(model)
+
+
+def _shape(shape: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def render(info: dict[str, Any]) -> None:
+    from mdeploy.cli._format import human_bytes
+
+    head = f"[bold]{info['path']}[/]  {info['format']}"
+    if info.get("opset"):
+        head += f" (opset {info['opset']})"
+    stdout.print(head + f"  {human_bytes(info['size_bytes'])}  {info['parameters']:,} parameters", highlight=False)
+    io = Table(show_edge=False, box=None, pad_edge=False)
+    for col in ("", "name", "shape", "dtype"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            io.add_row(kind[:-1], t["name"], _shape(t["shape"]), t["dtype"])
+    stdout.print(io)
+    if info["top_ops"]:
+        ops = Table(title=f"top ops ({info['op_count']} in all)", show_edge=False, box=None)
+        ops.add_column("op")
+        ops.add_column("count", justify="right")
+        for row in info["top_ops"]:
+            ops.add_row(row["op"], str(row["count"]))
+        stdout.print(ops)
+
+
+def inspect_cli(model: ModelArg, json_out: JsonOpt = False) -> None:
+    """Show a model's format, inputs and outputs, size, parameter count and top ops."""
+    info = inspect_model(model)
+    if json_out:
+        emit_json(info)
+    else:
+        render(info)

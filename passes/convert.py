@@ -1,0 +1,250 @@
+"""Conversion passes: Keras/SavedModel to a TF Serving SavedModel, to ONNX (tf2onnx) and to TFLite; TFLite to ONNX.
+
+All TensorFlow-side conversions start from one serving function whose input names are the model's
+input names and whose outputs are a dict keyed by the model's output names, so every artifact
+(SavedModel signature, ONNX graph, TFLite signature) exposes the same names.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from mdeploy.passes.artifact import Artifact
+from mdeploy.passes.errors import PassFailed
+from mdeploy.passes.fsio import atomic_output
+from mdeploy.passes.pipeline import Context, pass_params
+
+DEFAULT_OPSET = 17
+STANDARD_ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+
+
+# --------------------------------------------------------------------------- the serving function
+
+def serving_function(artifact: Artifact):
+    """(tf.function with a named input signature returning {output name: tensor}, object keeping it alive)."""
+    from mdeploy.passes.tf_env import import_tf
+
+    tf = import_tf()
+    specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
+    out_names = [o.name for o in artifact.outputs]
+    if artifact.format == "keras":
+        from mdeploy.passes.runtimes import load_keras_model
+
+        model = load_keras_model(artifact.path)
+        module = tf.Module()
+        # Track the backing tf.Variables, not the Keras model, as keras' own ExportArchive does:
+        # tracking the model makes the TFLite converter emit a weightless graph, and tracking
+        # both stores every weight twice.
+        module.tf_variables = [getattr(v, "value", v) for v in model.variables]
+
+        def call(*args):
+            result = model(list(args) if len(args) > 1 else args[0], training=False)
+            if not isinstance(result, (list, tuple)):
+                result = [result]
+            return {n: tf.identity(r, name=n) for n, r in zip(out_names, result)}
+    else:
+        from mdeploy.passes.runtimes import load_savedmodel, savedmodel_signature
+
+        module = load_savedmodel(artifact.path)
+        fn, _, _ = savedmodel_signature(module)
+
+        def call(*args):
+            result = fn(**{t.name: a for t, a in zip(artifact.inputs, args)})
+            return {n: tf.identity(result[n], name=n) for n in out_names}
+
+    # tf.function needs a signature with named positional parameters.
+    params = ", ".join(f"a{i}" for i in range(len(specs)))
+    namespace = {"call": call}
+    exec(f"def serve({params}):\n    return call({params})\n", namespace)  # noqa: S102 - fixed template, no user text
+    serve = tf.function(namespace["serve"], input_signature=specs)
+    module.serve = serve
+    return serve, module
+
+
+# --------------------------------------------------------------------------- SavedModel
+
+@dataclass(frozen=True)
+class ToSavedModel:
+    """Keras or SavedModel -> SavedModel in TF Serving layout, OUTDIR/savedmodel/NAME/VERSION/."""
+
+    name: ClassVar[str] = "convert.savedmodel"
+    accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel")
+    produces: ClassVar[str] = "savedmodel"
+    model_name: str = "model"
+    version: int = 1
+
+    def output_path(self, ctx: Context) -> Path:
+        return Path(ctx.out_dir) / "savedmodel" / self.model_name / str(self.version)
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+        from mdeploy.passes.tf_env import import_tf
+
+        tf = import_tf()
+        serve, module = serving_function(artifact)
+        final = self.output_path(ctx)
+        with atomic_output(final, ctx.force) as tmp:
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve.get_concrete_function()})
+        return artifact.derive(format="savedmodel", path=final, name="savedmodel", precision="float32",
+                               produced_by={"pass": self.name, "params": pass_params(self)})
+
+
+# --------------------------------------------------------------------------- ONNX
+
+def _onnx_problem(model_proto, path: Path) -> str | None:
+    """Why ONNX Runtime would refuse this graph (unconverted ops named), or None if it loads."""
+    foreign = sorted({n.op_type for n in model_proto.graph.node if n.domain not in STANDARD_ONNX_DOMAINS})
+    if foreign:
+        return "unsupported op(s) left unconverted: " + ", ".join(foreign)
+    from mdeploy.passes.runtimes import onnx_session
+
+    try:
+        onnx_session(path)
+    except Exception as e:  # noqa: BLE001 - any refusal means try the next route
+        return getattr(e, "message", str(e))
+    return None
+
+
+def _name_batch_dims(model_proto) -> None:
+    """tf2onnx calls the dynamic batch dimension unk__N; Triton and humans read `batch` better."""
+    for v in list(model_proto.graph.input) + list(model_proto.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+
+
+@dataclass(frozen=True)
+class ToOnnx:
+    """Keras, SavedModel or TFLite -> ONNX with tf2onnx, keeping the batch dimension dynamic.
+
+    Routes tried in order until ONNX Runtime loads the result: the serving concrete function,
+    tf2onnx's Keras path (Keras sources), and the frozen SavedModel graph (SavedModel sources).
+    """
+
+    name: ClassVar[str] = "convert.onnx"
+    accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel", "tflite")
+    produces: ClassVar[str] = "onnx"
+    opset: int = DEFAULT_OPSET
+    file_name: str = "model.onnx"
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+        import onnx
+
+        from mdeploy.passes.tf_env import import_tf
+
+        import_tf()
+        import tf2onnx
+
+        final = Path(ctx.out_dir) / "onnx" / self.file_name
+        problems: list[str] = []
+        with atomic_output(final, ctx.force) as tmp:
+            for route, convert in self._routes(artifact, tf2onnx):
+                try:
+                    model_proto = convert()
+                except Exception as e:  # noqa: BLE001 - a route failing is expected; the next one may work
+                    problems.append(f"{route}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+                    continue
+                _name_batch_dims(model_proto)
+                onnx.save(model_proto, str(tmp))
+                problem = _onnx_problem(model_proto, tmp)
+                if problem is None:
+                    break
+                problems.append(f"{route}: {problem}")
+                tmp.unlink()
+            else:
+                unsupported = next((p for p in problems if "unsupported op" in p), None)
+                raise PassFailed(f"tf2onnx could not produce an ONNX model ONNX Runtime can load: {unsupported or '; '.join(problems)}",
+                                 "try another --opset (tf2onnx supports up to 18), or replace the named op(s) in the model")
+        return artifact.derive(format="onnx", path=final, name="onnx", precision="float32",
+                               produced_by={"pass": self.name, "params": pass_params(self)}, onnx_route=route,
+                               opset=self.opset)
+
+    def _routes(self, artifact: Artifact, tf2onnx):
+        if artifact.format == "tflite":
+            yield "tflite", lambda: tf2onnx.convert.from_tflite(str(artifact.path), opset=self.opset)[0]
+            return
+        serve, _module = serving_function(artifact)
+        yield "concrete-function", lambda: tf2onnx.convert.from_function(
+            serve, input_signature=serve.input_signature, opset=self.opset)[0]
+        if artifact.format == "keras":
+            from mdeploy.passes.runtimes import load_keras_model
+            from mdeploy.passes.tf_env import import_tf
+
+            tf = import_tf()
+            specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
+            yield "keras", lambda: tf2onnx.convert.from_keras(load_keras_model(artifact.path), input_signature=specs,
+                                                               opset=self.opset)[0]
+        yield "frozen-graph", lambda: self._from_frozen_graph(serve, tf2onnx)
+
+    def _from_frozen_graph(self, serve, tf2onnx):
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+        graph_def = frozen.graph.as_graph_def()
+        inputs = [t.name for t in frozen.inputs if t.dtype.name != "resource"]
+        outputs = [t.name for t in frozen.outputs]
+        return tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=self.opset)[0]
+
+
+# --------------------------------------------------------------------------- TFLite
+
+def savedmodel_for_tflite(artifact: Artifact, workdir: Path) -> Path:
+    """The TFLite converter reads SavedModels best; write one from a Keras source when needed."""
+    if artifact.format == "savedmodel":
+        return Path(artifact.path)
+    from mdeploy.passes.tf_env import import_tf
+
+    tf = import_tf()
+    serve, module = serving_function(artifact)
+    path = workdir / "savedmodel"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve.get_concrete_function()})
+    return path
+
+
+def tflite_converter(artifact: Artifact, workdir: Path):
+    from mdeploy.passes.tf_env import import_tf
+
+    tf = import_tf()
+    return tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_for_tflite(artifact, workdir)),
+                                                    signature_keys=["serving_default"])
+
+
+def write_tflite(converter, final: Path, force: bool) -> None:
+    """Run the converter, check LiteRT loads the result, then publish it atomically."""
+    from mdeploy.passes.runtimes import load_runner
+
+    try:
+        flatbuffer = converter.convert()
+    except Exception as e:
+        text = str(e)
+        ops = sorted({line.split("'")[1] for line in text.splitlines() if "op '" in line.lower() and "'" in line})
+        raise PassFailed(f"the TFLite converter failed{' on op(s) ' + ', '.join(ops) if ops else ''}: {text.strip().splitlines()[0][:300] if text.strip() else type(e).__name__}",
+                         "if an op is unsupported, the TF-ops fallback (Flex) or a model change is needed") from e
+    with atomic_output(final, force) as tmp:
+        tmp.write_bytes(flatbuffer)
+        load_runner("tflite", tmp)  # never publish what LiteRT cannot load
+
+
+@dataclass(frozen=True)
+class ToTflite:
+    """Keras or SavedModel -> float32 TFLite through the TFLite converter."""
+
+    name: ClassVar[str] = "convert.tflite"
+    accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel")
+    produces: ClassVar[str] = "tflite"
+    file_name: str = "model.tflite"
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+        final = Path(ctx.out_dir) / "tflite" / self.file_name
+        workdir = Path(tempfile.mkdtemp(prefix="mdeploy-tflite-"))
+        try:
+            write_tflite(tflite_converter(artifact, workdir), final, ctx.force)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return artifact.derive(format="tflite", path=final, name="tflite", precision="float32",
+                               produced_by={"pass": self.name, "params": pass_params(self)})
+
+
+CONVERSIONS = {"savedmodel": ToSavedModel, "onnx": ToOnnx, "tflite": ToTflite}

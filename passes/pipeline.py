@@ -1,0 +1,208 @@
+"""The pass pipeline: chain passes, refuse format mismatches, record each step, cache, and run branches in parallel.
+
+A pass is a small frozen dataclass whose fields are its parameters, with `name`, `accepts` and
+`run(artifact, ctx) -> Artifact`. The runner is the only place that knows about caching and timing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from mdeploy.passes.artifact import Artifact, TensorSpec, content_hash
+from mdeploy.passes.errors import BadInput, MdeployError, PassFailed
+from mdeploy.passes.fsio import write_text_atomic
+
+try:
+    MDEPLOY_VERSION = version("mdeploy")
+except PackageNotFoundError:  # running from a source tree
+    MDEPLOY_VERSION = "0.0.0+source"
+
+
+class Pass(Protocol):
+    name: ClassVar[str]
+    accepts: ClassVar[tuple[str, ...]]
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact: ...
+
+
+def pass_params(p: Any) -> dict[str, Any]:
+    """A pass's parameters: its dataclass fields, JSON-ready."""
+    return json.loads(json.dumps(dataclasses.asdict(p), default=str))
+
+
+@dataclass
+class Context:
+    """What every pass may read: where to write, whether to overwrite, and the data to check against."""
+
+    out_dir: Path
+    force: bool = False
+    name: str = "model"
+    seed: int = 0
+    parity_data: str | None = None  # a data spec (see calibration.open_source); None = generated inputs
+    cache_dir: Path | None = None
+    on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    warnings: list[str] = field(default_factory=list)
+
+    def stage(self, text: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+@dataclass
+class Step:
+    """One executed pass, as it goes into report.json."""
+
+    pass_name: str
+    params: dict[str, Any]
+    input: str
+    output: str
+    seconds: float
+    cached: bool = False
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pass": self.pass_name, "params": self.params, "input": self.input, "output": self.output,
+                "seconds": round(self.seconds, 3), "cached": self.cached, "status": self.status, "note": self.note}
+
+
+# --------------------------------------------------------------------------- caching
+
+def cache_key(input_hash: str, p: Any) -> str:
+    blob = json.dumps({"pass": p.name, "params": pass_params(p), "input": input_hash, "mdeploy": MDEPLOY_VERSION},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def artifact_from_record(record: dict[str, Any], parent: Artifact) -> Artifact:
+    return Artifact(format=record["format"], path=Path(record["path"]),
+                    inputs=tuple(TensorSpec.from_dict(t) for t in record["inputs"]),
+                    outputs=tuple(TensorSpec.from_dict(t) for t in record["outputs"]),
+                    name=record["name"], parent=parent, meta=record["meta"])
+
+
+class StepCache:
+    """Maps (input content hash, pass, params, version) to a finished output. An entry is written
+    only after its output is complete, and a hit is honoured only if the output still hashes the same."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def get(self, key: str, parent: Artifact) -> Artifact | None:
+        entry = self.directory / f"{key}.json"
+        if not entry.is_file():
+            return None
+        try:
+            record = json.loads(entry.read_text())
+            path = Path(record["artifact"]["path"])
+            if not path.exists() or content_hash(path) != record["sha256"]:
+                return None
+            return artifact_from_record(record["artifact"], parent)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, key: str, artifact: Artifact) -> None:
+        record = {"artifact": artifact.to_dict(), "sha256": content_hash(artifact.path)}
+        record["artifact"]["path"] = str(Path(artifact.path).resolve())
+        write_text_atomic(self.directory / f"{key}.json", json.dumps(record, default=str))
+
+
+# --------------------------------------------------------------------------- running
+
+def run_pass(p: Any, artifact: Artifact, ctx: Context, steps: list[Step]) -> Artifact:
+    """Run one pass with the format check, the cache and the step record."""
+    if artifact.format not in p.accepts:
+        raise BadInput(f"pass '{p.name}' cannot take a {artifact.format} model (it accepts {', '.join(p.accepts)})",
+                       f"convert the model to one of {', '.join(p.accepts)} first")
+    cache = StepCache(ctx.cache_dir) if ctx.cache_dir else None
+    key = cache_key(content_hash(artifact.path), p) if cache else ""
+    t0 = time.perf_counter()
+    if cache:
+        hit = cache.get(key, artifact)
+        if hit is not None:
+            steps.append(Step(p.name, pass_params(p), str(artifact.path), str(hit.path), time.perf_counter() - t0, cached=True,
+                              status=hit.meta.get("step_status", "ok"), note=hit.meta.get("step_note", "")))
+            return hit
+    ctx.stage(f"{p.name}: {artifact.name}")
+    try:
+        out = p.run(artifact, ctx)
+    except MdeployError:
+        raise
+    except Exception as e:  # a converter's own exception: name the pass and keep the cause for --debug
+        raise PassFailed(f"pass '{p.name}' failed on {artifact.name}: {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
+                         "run with --debug for the full traceback; if an op is unsupported, try another --opset") from e
+    if cache:
+        cache.put(key, out)
+    steps.append(Step(p.name, pass_params(p), str(artifact.path), str(out.path), time.perf_counter() - t0,
+                      status=out.meta.get("step_status", "ok"), note=out.meta.get("step_note", "")))
+    return out
+
+
+class Pipeline:
+    """A linear chain of passes."""
+
+    def __init__(self, passes: Sequence[Any]):
+        self.passes = list(passes)
+
+    def check(self, source_format: str) -> None:
+        """Fail fast, before any work, if a pass cannot take its predecessor's format."""
+        fmt = source_format
+        for p in self.passes:
+            if fmt not in p.accepts:
+                raise BadInput(f"pass '{p.name}' cannot take a {fmt} model (it accepts {', '.join(p.accepts)})",
+                               f"put a conversion to {' or '.join(p.accepts)} before '{p.name}'")
+            fmt = getattr(p, "produces", fmt)
+
+    def run(self, artifact: Artifact, ctx: Context) -> tuple[list[Artifact], list[Step]]:
+        """Run every pass in order; return every artifact produced (in order) and the steps."""
+        self.check(artifact.format)
+        steps: list[Step] = []
+        produced: list[Artifact] = []
+        for p in self.passes:
+            artifact = run_pass(p, artifact, ctx, steps)
+            produced.append(artifact)
+        return produced, steps
+
+
+def _run_branch(passes: Sequence[Any], artifact: Artifact, ctx: Context) -> tuple[list[Artifact], list[Step], list[str]]:
+    produced, steps = Pipeline(passes).run(artifact, ctx)
+    return produced, steps, ctx.warnings
+
+
+def run_branches(branches: dict[str, Sequence[Any]], artifact: Artifact, ctx: Context,
+                 jobs: int = 1) -> dict[str, tuple[list[Artifact], list[Step]]]:
+    """Run independent chains from the same artifact, in parallel processes when jobs > 1.
+
+    Processes are spawned (never forked) because TensorFlow does not survive a fork.
+    """
+    for passes in branches.values():
+        Pipeline(passes).check(artifact.format)
+    results: dict[str, tuple[list[Artifact], list[Step]]] = {}
+    if jobs <= 1 or len(branches) <= 1:
+        for name, passes in branches.items():
+            ctx.stage(f"branch {name}")
+            produced, steps = Pipeline(passes).run(artifact, ctx)
+            results[name] = (produced, steps)
+        return results
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(branches)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        shippable = dataclasses.replace(ctx, on_stage=None, warnings=[])  # callbacks do not cross processes
+        futures = {name: pool.submit(_run_branch, passes, artifact, shippable) for name, passes in branches.items()}
+        ctx.stage("branches: " + ", ".join(branches))
+        for name, fut in futures.items():
+            produced, steps, warnings = fut.result()
+            ctx.warnings.extend(warnings)
+            results[name] = (produced, steps)
+    return results
