@@ -107,6 +107,20 @@ def _onnx_problem(model_proto, path: Path) -> str | None:
     return None
 
 
+def rename_graph_io(model_proto, renames: dict[str, str]) -> None:
+    """Rename graph inputs/outputs (and every reference to them) in place."""
+    graph = model_proto.graph
+    io_names = {v.name for v in list(graph.input) + list(graph.output)}
+    renames = {old: new for old, new in renames.items() if old in io_names and old != new}
+    if not renames:
+        return
+    for v in list(graph.input) + list(graph.output):
+        v.name = renames.get(v.name, v.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+
+
 def _name_batch_dims(model_proto) -> None:
     """tf2onnx calls the dynamic batch dimension unk__N; Triton and humans read `batch` better."""
     for v in list(model_proto.graph.input) + list(model_proto.graph.output):
@@ -163,7 +177,7 @@ class ToOnnx:
 
     def _routes(self, artifact: Artifact, tf2onnx):
         if artifact.format == "tflite":
-            yield "tflite", lambda: tf2onnx.convert.from_tflite(str(artifact.path), opset=self.opset)[0]
+            yield "tflite", lambda: self._from_tflite(artifact, tf2onnx)
             return
         serve, _module = serving_function(artifact)
         yield "concrete-function", lambda: tf2onnx.convert.from_function(
@@ -177,6 +191,21 @@ class ToOnnx:
             yield "keras", lambda: tf2onnx.convert.from_keras(load_keras_model(artifact.path), input_signature=specs,
                                                                opset=self.opset)[0]
         yield "frozen-graph", lambda: self._from_frozen_graph(serve, tf2onnx)
+
+    def _from_tflite(self, artifact: Artifact, tf2onnx):
+        """tf2onnx names TFLite tensors by their internal names; give them the signature's names back."""
+        from mdeploy.passes.runtimes import litert_interpreter
+
+        interp = litert_interpreter(artifact.path)
+        renames: dict[str, str] = {}
+        sigs = interp.get_signature_list()
+        if sigs:
+            runner = interp.get_signature_runner("serving_default" if "serving_default" in sigs else sorted(sigs)[0])
+            for details in (runner.get_input_details(), runner.get_output_details()):
+                renames.update({d["name"]: key for key, d in details.items()})
+        model_proto = tf2onnx.convert.from_tflite(str(artifact.path), opset=self.opset)[0]
+        rename_graph_io(model_proto, renames)
+        return model_proto
 
     def _from_frozen_graph(self, serve, tf2onnx):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2

@@ -256,10 +256,13 @@ def tflite_signature(interp) -> tuple[str | None, tuple[TensorSpec, ...], tuple[
 
 
 def _tflite_runner(path: Path, threads: int | None) -> Runner:
+    from mdeploy.passes.tf_env import quiet_native_stderr
+
     interp = litert_interpreter(path, threads)
     key, inputs, outputs = tflite_signature(interp)
     if key is not None:
-        sig = interp.get_signature_runner(key)
+        with quiet_native_stderr():
+            sig = interp.get_signature_runner(key)
         in_details = sig.get_input_details()
         out_details = sig.get_output_details()
 

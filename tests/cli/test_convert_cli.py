@@ -1,0 +1,159 @@
+"""`mdeploy convert` and `mdeploy inspect` through the real entry point."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def test_convert_json_and_refuses_overwrite(mdeploy, digits_model, tmp_path):
+    out = tmp_path / "out"
+    before = digits_model.read_bytes()
+    r = mdeploy("convert", digits_model, "--to", "onnx,tflite", "-o", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)  # stdout holds only JSON
+    assert {a["name"] for a in report["artifacts"]} == {"onnx", "tflite"}
+    assert json.loads((out / "report.json").read_text())["artifacts"] == report["artifacts"]
+    again = mdeploy("convert", digits_model, "--to", "onnx", "-o", out)
+    assert again.exit_code == 2 and "already exists" in again.stderr and "--force" in again.stderr
+    forced = mdeploy("convert", digits_model, "--to", "onnx", "-o", out, "--force")
+    assert forced.exit_code == 0
+    assert digits_model.read_bytes() == before  # the input is untouched
+    assert not [p for p in out.rglob("*") if ".partial" in p.name]
+
+
+def test_convert_with_data_uses_it(mdeploy, digits_model, digits_validation, tmp_path):
+    r = mdeploy("convert", digits_model, "--to", "onnx", "-o", tmp_path / "o", "--data", digits_validation, "--json")
+    assert r.exit_code == 0, r.stderr
+    checks = json.loads(r.stdout)["artifacts"][0]["checks"]
+    assert checks["inputs"].startswith("digits_validation.npz") and checks["samples"] == 8
+
+
+def test_parity_failure_is_exit_1(mdeploy, digits_model, tmp_path):
+    # A tolerance no float conversion can meet: the failure must show, not hide.
+    r = mdeploy("convert", digits_model, "--to", "onnx", "-o", tmp_path / "o", "--tolerance", "0")
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    if report["artifacts"][0]["checks"]["max_abs_error"] == 0:
+        pytest.skip("the conversion happened to be bit-exact")
+    assert r.exit_code == 1 and "parity check failed for onnx" in r.stderr
+    assert report["ok"] is False and report["artifacts"][0]["checks"]["passed"] is False
+
+
+@pytest.fixture(scope="module")
+def custom_signature_tflite(tmp_path_factory):
+    """A .tflite made directly with the TFLite converter, with a custom signature name and keys."""
+    import tensorflow as tf
+
+    class Scaler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="reading")])
+        def calibrate(self, reading):
+            return {"scaled": reading * 2.0 + 1.0}
+
+    m = Scaler()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([m.calibrate.get_concrete_function()], m)
+    path = tmp_path_factory.mktemp("sig") / "custom.tflite"
+    path.write_bytes(conv.convert())
+    return path
+
+
+@pytest.fixture(scope="module")
+def h5_model(tmp_path_factory):
+    import keras
+
+    model = keras.Sequential([keras.Input((5,), name="x"), keras.layers.Dense(3, name="out")])
+    path = tmp_path_factory.mktemp("h5") / "legacy.h5"
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["keras", "h5", "savedmodel", "onnx", "tflite", "custom_tflite"])
+def test_inspect_each_kind(mdeploy, kind, digits_model, digits_converted, h5_model, custom_signature_tflite):
+    path = {"keras": digits_model, "h5": h5_model, "savedmodel": digits_converted / "savedmodel" / "digits",
+            "onnx": digits_converted / "onnx" / "model.onnx", "tflite": digits_converted / "tflite" / "model.tflite",
+            "custom_tflite": custom_signature_tflite}[kind]
+    r = mdeploy("inspect", path, "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["size_bytes"] > 0 and info["op_count"] > 0 and info["top_ops"]
+    if kind == "custom_tflite":
+        assert info["inputs"] == [{"name": "reading", "shape": [None, 3], "dtype": "float32"}]
+        assert info["outputs"][0]["name"] == "scaled"
+        assert info["signatures"] == ["serving_default"] or info["signatures"]
+    elif kind == "h5":
+        assert info["format"] == "keras" and info["parameters"] == 18
+    else:
+        assert info["inputs"][0]["shape"] == [None, 8, 8, 1]
+        assert info["parameters"] == 38282
+    if kind == "onnx":
+        assert info["opset"] == 17 and any(o["op"] == "Conv" for o in info["top_ops"])
+    if kind == "tflite":
+        assert {"CONV_2D", "FULLY_CONNECTED"} <= {o["op"] for o in info["top_ops"]}
+
+
+def test_inspect_table_shows_dynamic_dims(mdeploy, digits_converted):
+    r = mdeploy("inspect", digits_converted / "onnx" / "model.onnx")
+    assert r.exit_code == 0 and "[?, 8, 8, 1]" in r.stdout and "opset 17" in r.stdout
+
+
+def test_inspect_onnx_imports_no_tensorflow(digits_converted):
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    code = "from mdeploy.cli import run; import sys; sys.exit(run(['inspect', sys.argv[1], '--json']))"
+    proc = subprocess.run([sys.executable, "-c", code, str(digits_converted / "onnx" / "model.onnx")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "onnx" in imported and "numpy" in imported  # the profile really was recorded
+    assert not any(m == "tensorflow" or m.startswith("tensorflow.") for m in imported)
+
+
+def test_help_imports_no_tensorflow():
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "mdeploy.cli", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "convert" in proc.stdout
+    assert "tensorflow" not in proc.stderr
+
+
+def _bad_inputs(tmp_path, digits_converted):
+    (tmp_path / "notsm").mkdir()
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    good = (digits_converted / "onnx" / "model.onnx").read_bytes()
+    (tmp_path / "truncated.onnx").write_bytes(good[: len(good) // 3])
+    (tmp_path / "noise.tflite").write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / "text.keras").write_text("definitely not a model\n")
+    return {"missing": tmp_path / "nope.keras", "not a savedmodel": tmp_path / "notsm", "empty": tmp_path / "empty.onnx",
+            "truncated onnx": tmp_path / "truncated.onnx", "random tflite": tmp_path / "noise.tflite",
+            "text keras": tmp_path / "text.keras"}
+
+
+@pytest.mark.parametrize("case", ["missing", "not a savedmodel", "empty", "truncated onnx", "random tflite", "text keras"])
+@pytest.mark.parametrize("command", ["inspect", "convert"])
+def test_bad_inputs_exit_2_with_error_and_hint(mdeploy, tmp_path, digits_converted, case, command):
+    path = _bad_inputs(tmp_path, digits_converted)[case]
+    args = [command, path] + (["-o", tmp_path / "out"] if command == "convert" else [])
+    r = mdeploy(*args)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2, r.stderr
+    assert [ln.split(":")[0] for ln in lines] == ["error", "hint"], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_traceback(mdeploy, tmp_path):
+    r = mdeploy("inspect", tmp_path / "missing.onnx", "--debug")
+    assert r.exit_code == 2 and "Traceback" in r.stderr and "error:" in r.stderr
+
+
+def test_unknown_flag_and_target(mdeploy, digits_model, tmp_path):
+    r = mdeploy("convert", digits_model, "--bogus")
+    assert r.exit_code == 2 and r.stderr.startswith("error:") and "hint:" in r.stderr
+    r = mdeploy("convert", digits_model, "--to", "coreml", "-o", tmp_path)
+    assert r.exit_code == 2 and "coreml" in r.stderr
+
+
+def test_version(mdeploy):
+    r = mdeploy("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("mdeploy ")
