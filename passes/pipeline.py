@@ -175,34 +175,73 @@ class Pipeline:
         return produced, steps
 
 
-def _run_branch(passes: Sequence[Any], artifact: Artifact, ctx: Context) -> tuple[list[Artifact], list[Step], list[str]]:
-    produced, steps = Pipeline(passes).run(artifact, ctx)
-    return produced, steps, ctx.warnings
+@dataclass(frozen=True)
+class Node:
+    """One step of a plan: run `step` on the artifact called `input`, and call the result `key`."""
+
+    key: str
+    step: Any
+    input: str = "source"
 
 
-def run_branches(branches: dict[str, Sequence[Any]], artifact: Artifact, ctx: Context,
-                 jobs: int = 1) -> dict[str, tuple[list[Artifact], list[Step]]]:
-    """Run independent chains from the same artifact, in parallel processes when jobs > 1.
+@dataclass
+class PlanResult:
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # node key -> one-line reason
+    warnings: list[str] = field(default_factory=list)
 
-    Processes are spawned (never forked) because TensorFlow does not survive a fork.
+
+def run_plan(nodes: Sequence[Node], inputs: dict[str, Artifact], ctx: Context, keep_going: bool = True) -> PlanResult:
+    """Run a small tree of passes. With keep_going, a failed node is recorded and only its dependents skipped."""
+    result = PlanResult()
+    available = dict(inputs)
+    for node in nodes:
+        if node.input not in available:
+            reason = result.failures.get(node.input, f"no artifact called '{node.input}'")
+            result.failures[node.key] = f"skipped: {node.input} failed" if node.input in result.failures else reason
+            result.steps.append(Step(node.step.name, pass_params(node.step), node.input, "", 0.0, status="skipped",
+                                     note=result.failures[node.key]))
+            continue
+        try:
+            out = run_pass(node.step, available[node.input], ctx, result.steps)
+        except MdeployError as e:
+            if not keep_going:
+                raise
+            result.failures[node.key] = e.message
+            result.steps.append(Step(node.step.name, pass_params(node.step), str(available[node.input].path), "", 0.0,
+                                     status="failed", note=e.message))
+            continue
+        available[node.key] = out
+        result.artifacts[node.key] = out
+    return result
+
+
+def _run_plan_in_child(nodes: Sequence[Node], inputs: dict[str, Artifact], ctx: Context) -> PlanResult:
+    result = run_plan(nodes, inputs, ctx)
+    result.warnings = list(ctx.warnings)
+    return result
+
+
+def run_branches(branches: dict[str, Sequence[Node]], inputs: dict[str, Artifact], ctx: Context,
+                 jobs: int = 1) -> dict[str, PlanResult]:
+    """Run independent plans (the ONNX chain and the TFLite chain) in parallel processes when jobs > 1.
+
+    Processes are spawned, never forked, because TensorFlow does not survive a fork.
     """
-    for passes in branches.values():
-        Pipeline(passes).check(artifact.format)
-    results: dict[str, tuple[list[Artifact], list[Step]]] = {}
+    results: dict[str, PlanResult] = {}
     if jobs <= 1 or len(branches) <= 1:
-        for name, passes in branches.items():
+        for name, nodes in branches.items():
             ctx.stage(f"branch {name}")
-            produced, steps = Pipeline(passes).run(artifact, ctx)
-            results[name] = (produced, steps)
+            results[name] = run_plan(nodes, inputs, ctx)
         return results
     import multiprocessing
 
+    shippable = dataclasses.replace(ctx, on_stage=None, warnings=[])  # callbacks do not cross processes
     with ProcessPoolExecutor(max_workers=min(jobs, len(branches)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        shippable = dataclasses.replace(ctx, on_stage=None, warnings=[])  # callbacks do not cross processes
-        futures = {name: pool.submit(_run_branch, passes, artifact, shippable) for name, passes in branches.items()}
-        ctx.stage("branches: " + ", ".join(branches))
+        futures = {name: pool.submit(_run_plan_in_child, nodes, inputs, shippable) for name, nodes in branches.items()}
+        ctx.stage("running in parallel: " + ", ".join(branches))
         for name, fut in futures.items():
-            produced, steps, warnings = fut.result()
-            ctx.warnings.extend(warnings)
-            results[name] = (produced, steps)
+            results[name] = fut.result()
+            ctx.warnings.extend(results[name].warnings)
     return results

@@ -10,7 +10,7 @@ import pytest
 from mdeploy.passes.artifact import Artifact
 from mdeploy.passes.errors import BadInput
 from mdeploy.passes.fsio import atomic_output
-from mdeploy.passes.pipeline import Context, Pipeline, pass_params, run_branches
+from mdeploy.passes.pipeline import Context, Node, Pipeline, pass_params, run_branches, run_plan
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,22 @@ def test_existing_output_needs_force(source, tmp_path):
         Pipeline([AppendByte()]).run(source, ctx)
 
 
-def test_branches_run_in_parallel_processes(source, tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_branches_serial_and_in_parallel_processes(source, tmp_path, jobs):
     ctx = Context(out_dir=tmp_path / "out")
-    results = run_branches({"x": [AppendByte(1, "x")], "y": [AppendByte(2, "y")]}, source, ctx, jobs=2)
-    assert results["x"][0][-1].path.read_bytes() == b"model\x01"
-    assert results["y"][0][-1].path.read_bytes() == b"model\x02"
+    branches = {"x": [Node("x1", AppendByte(1, "x")), Node("x2", AppendByte(3, "z"), input="x1")],
+                "y": [Node("y1", AppendByte(2, "y"))]}
+    results = run_branches(branches, {"source": source}, ctx, jobs=jobs)
+    assert results["x"].artifacts["x2"].path.read_bytes() == b"model\x01\x03"
+    assert results["y"].artifacts["y1"].path.read_bytes() == b"model\x02"
+    assert [s.status for s in results["x"].steps] == ["ok", "ok"]
+
+
+def test_plan_keeps_going_past_a_failed_node(source, tmp_path):
+    ctx = Context(out_dir=tmp_path / "out")
+    nodes = [Node("bad", TfliteOnly()), Node("after-bad", AppendByte(), input="bad"), Node("good", AppendByte(5, "g"))]
+    result = run_plan(nodes, {"source": source}, ctx)
+    assert set(result.artifacts) == {"good"}
+    assert "cannot take a onnx model" in result.failures["bad"]
+    assert result.failures["after-bad"] == "skipped: bad failed"
+    assert [s.status for s in result.steps] == ["failed", "skipped", "ok"]

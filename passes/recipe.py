@@ -1,0 +1,168 @@
+"""Recipes: the `optimize` pipeline's settings as a typed value, read from TOML and overridden by CLI flags.
+
+Every CLI option of `mdeploy optimize` has a recipe key. Unknown keys and wrong types are errors
+that name the key, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mdeploy.passes.errors import BadInput
+
+TARGETS = ("cloud", "edge", "all")
+QUANT_MODES = ("int8", "dynamic", "fp16")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    sparsity: float = 0.0
+    scope: str = "layer"
+    pattern: str | None = None
+    exclude: tuple[str, ...] = ()
+    fine_tune: str | None = None
+    epochs: int = 2
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    onnx: tuple[str, ...] = ("int8",)
+    tflite: tuple[str, ...] = ("int8",)
+    method: str = "minmax"
+    per_channel: bool = True
+    format: str = "qdq"
+    exclude: tuple[str, ...] = ()
+    io: str = "float"
+    samples: int = 300
+
+
+@dataclass(frozen=True)
+class ValidateSettings:
+    max_accuracy_drop: float = 0.01
+    min_agreement: float | None = None
+    max_abs_error: float | None = None
+    min_sqnr: float | None = None
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    enabled: bool = True
+    batch: int = 1
+    threads: int | None = None
+    warmup: int = 5
+    runs: int = 50
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything `mdeploy optimize` does, with the defaults of the default pipeline."""
+
+    target: str = "all"
+    calibration: str | None = None
+    validation: str | None = None
+    opset: int = 17
+    simplify: bool = True
+    jobs: int = 2
+    cache: bool = True
+    cache_dir: str | None = None
+    name: str | None = None
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
+    validate: ValidateSettings = field(default_factory=ValidateSettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"prune": PruneSettings, "quantize": QuantizeSettings, "validate": ValidateSettings, "bench": BenchSettings}
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    kinds = {
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "tuple[str, ...]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "None": lambda v: v is None,
+    }
+    return any(kinds[part.strip()](value) for part in annotation.split("|"))
+
+
+def _build(cls, data: dict[str, Any], where: str, base=None):
+    base = base if base is not None else cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{where}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise BadInput(f"unknown recipe key '{dotted}'", f"known keys{' in [' + where.rstrip('.') + ']' if where else ''}: {known}")
+        if key in _SECTIONS and not where:
+            if not isinstance(value, dict):
+                raise BadInput(f"recipe key '{dotted}' must be a table ([{key}])", f"write it as a [{key}] section")
+            values[key] = _build(_SECTIONS[key], value, f"{key}.", getattr(base, key))
+            continue
+        annotation = str(fields[key].type)
+        if not _type_ok(value, annotation):
+            raise BadInput(f"recipe key '{dotted}' must be {annotation.replace('tuple[str, ...]', 'a list of strings')}, not {type(value).__name__} ({value!r})",
+                           "fix the value's type in the recipe")
+        values[key] = tuple(value) if isinstance(value, list) else (float(value) if annotation.startswith("float") and isinstance(value, int) else value)
+    return dataclasses.replace(base, **values)
+
+
+def check(recipe: Recipe) -> Recipe:
+    """Value checks that types alone cannot express."""
+    if recipe.target not in TARGETS:
+        raise BadInput(f"recipe key 'target' must be one of {', '.join(TARGETS)}, not '{recipe.target}'", "use --target cloud|edge|all")
+    for fmt in ("onnx", "tflite"):
+        bad = [m for m in getattr(recipe.quantize, fmt) if m not in QUANT_MODES]
+        if bad:
+            raise BadInput(f"recipe key 'quantize.{fmt}' has unknown mode(s) {', '.join(bad)}", f"modes: {', '.join(QUANT_MODES)}")
+    if not 0.0 <= recipe.prune.sparsity < 1.0:
+        raise BadInput(f"sparsity must be in [0, 1), got {recipe.prune.sparsity}", "pass e.g. --sparsity 0.5")
+    if recipe.jobs < 1:
+        raise BadInput(f"jobs must be at least 1, got {recipe.jobs}", "use --jobs 1 to run serially")
+    return recipe
+
+
+def load_recipe(path: Path | None, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Defaults, then the TOML recipe, then CLI overrides (dotted keys such as 'prune.sparsity')."""
+    recipe = Recipe()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise BadInput(f"{path}: no such recipe file", "pass a TOML file, e.g. recipes/edge-int8.toml")
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise BadInput(f"{path} is not valid TOML ({e})", "check the recipe's syntax") from e
+        recipe = _build(Recipe, data, "")
+        recipe = _resolve_paths(recipe, path.parent)
+    if overrides:
+        nested: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if "." in key:
+                section, sub = key.split(".", 1)
+                nested.setdefault(section, {})[sub] = list(value) if isinstance(value, tuple) else value
+            else:
+                nested[key] = list(value) if isinstance(value, tuple) else value
+        recipe = _build(Recipe, nested, "", recipe)
+    return check(recipe)
+
+
+def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
+    """Data paths in a recipe are relative to the recipe file, not to the working directory."""
+    def fix(p: str | None) -> str | None:
+        if p is None or p == "random" or ":" in p and not Path(p).exists():
+            return p
+        return str((base / p).resolve()) if not Path(p).is_absolute() else p
+
+    return dataclasses.replace(recipe, calibration=fix(recipe.calibration), validation=fix(recipe.validation),
+                               prune=dataclasses.replace(recipe.prune, fine_tune=fix(recipe.prune.fine_tune)))
