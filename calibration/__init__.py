@@ -2,11 +2,15 @@
 from mdeploy.calibration.sources import (
     LABELS,
     CalibrationSource,
+    DataSpec,
     NpzSource,
     RandomSource,
+    SampleWindow,
     check_batch,
     collect,
+    count_samples,
     open_source,
 )
 
-__all__ = ["LABELS", "CalibrationSource", "NpzSource", "RandomSource", "check_batch", "collect", "open_source"]
+__all__ = ["LABELS", "CalibrationSource", "DataSpec", "NpzSource", "RandomSource", "SampleWindow", "check_batch", "collect",
+           "count_samples", "open_source"]

@@ -2,23 +2,31 @@
 
 Labels, when the data has them, travel under the reserved key `LABELS` in each batch.
 Every batch is checked against the model's input signature before a runtime sees it.
+`open_source(spec, inputs, ...)` is the one entry point; `DataSpec` is its picklable, hashable
+spelling that passes carry into spawned processes.
 """
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from mdeploy.passes.artifact import TensorSpec
 from mdeploy.passes.errors import BadInput
 
+if TYPE_CHECKING:
+    from mdeploy.calibration.images import ImageOptions
+
 LABELS = "__labels__"
 LABEL_KEYS = ("labels", "y")
 Batch = dict[str, np.ndarray]
+CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+PICKLE_HINT = "save plain numeric arrays (no dtype=object) with numpy.save/numpy.savez; mdeploy never unpickles data"
 
 
 class CalibrationSource(Protocol):
@@ -31,7 +39,7 @@ class CalibrationSource(Protocol):
 
 
 def check_batch(batch: Batch, inputs: Sequence[TensorSpec], origin: str) -> Batch:
-    """Check a batch against the input signature (names, rank, static dims, finiteness) and cast dtypes."""
+    """Check a batch against the input signature (names, rank, static dims, dtype, finiteness) and cast dtypes."""
     out: Batch = {}
     names = [t.name for t in inputs]
     for spec in inputs:
@@ -45,6 +53,8 @@ def check_batch(batch: Batch, inputs: Sequence[TensorSpec], origin: str) -> Batc
         else:
             key = spec.name
         arr = np.asarray(batch[key])
+        if arr.dtype.hasobject:
+            raise BadInput(f"{origin}: input '{spec.name}' holds Python objects, not numbers", PICKLE_HINT)
         expected = spec.shape
         if arr.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected[1:], arr.shape[1:])) or (
             expected and expected[0] is not None and arr.shape[0] != expected[0] and expected[0] != 1
@@ -52,15 +62,19 @@ def check_batch(batch: Batch, inputs: Sequence[TensorSpec], origin: str) -> Batc
             raise BadInput(f"{origin}: input '{spec.name}' expects shape {spec.shape_str()} but the data has {list(arr.shape)}",
                            "reshape or preprocess the data to the model's input shape (`mdeploy inspect MODEL` shows it)")
         want = np.dtype(spec.dtype) if spec.dtype not in ("str",) else arr.dtype
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise BadInput(f"{origin}: input '{spec.name}' contains NaN or Inf", "clean the data; calibration and validation need finite values")
         if arr.dtype.kind != want.kind and not (arr.dtype.kind in "iub" and want.kind == "f"):
             raise BadInput(f"{origin}: input '{spec.name}' expects {want.name} but the data is {arr.dtype.name}",
                            f"convert the array to {want.name}")
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            raise BadInput(f"{origin}: input '{spec.name}' contains NaN or Inf", "clean the data; calibration and validation need finite values")
         out[spec.name] = arr.astype(want, copy=False)
     if LABELS in batch:
         out[LABELS] = np.asarray(batch[LABELS])
     return out
+
+
+def batch_size_of(batch: Batch) -> int:
+    return len(next(iter(v for k, v in batch.items() if k != LABELS)))
 
 
 def collect(source: CalibrationSource, limit: int | None = None) -> Batch:
@@ -68,7 +82,7 @@ def collect(source: CalibrationSource, limit: int | None = None) -> Batch:
     parts: list[Batch] = []
     n = 0
     for batch in source:
-        size = len(next(iter(batch.values())))
+        size = batch_size_of(batch)
         if limit is not None and n + size > limit:
             batch = {k: v[: limit - n] for k, v in batch.items()}
             size = limit - n
@@ -79,6 +93,51 @@ def collect(source: CalibrationSource, limit: int | None = None) -> Batch:
     if not parts:
         raise BadInput(f"{source.description}: no samples", "give a data file with at least one sample")
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def count_samples(source: CalibrationSource) -> int:
+    """How many samples a source holds; sources that cannot say are read through (which also checks every batch)."""
+    try:
+        return len(source)  # type: ignore[arg-type]
+    except TypeError:
+        return sum(batch_size_of(b) for b in source)
+
+
+@dataclass
+class SampleWindow:
+    """Samples [skip, skip + take) of another source, still streamed: how calibration and held-out data are split."""
+
+    source: CalibrationSource
+    skip: int = 0
+    take: int | None = None
+
+    @property
+    def has_labels(self) -> bool:
+        return self.source.has_labels
+
+    @property
+    def description(self) -> str:
+        if self.skip == 0 and self.take is None:
+            return self.source.description
+        end = "" if self.take is None else str(self.skip + self.take)
+        return f"{self.source.description}[{self.skip}:{end}]"
+
+    def __len__(self) -> int:
+        total = len(self.source)  # type: ignore[arg-type]
+        rest = max(0, total - self.skip)
+        return rest if self.take is None else min(rest, self.take)
+
+    def __iter__(self) -> Iterator[Batch]:
+        pos = 0
+        end = None if self.take is None else self.skip + self.take
+        for batch in self.source:
+            size = batch_size_of(batch)
+            lo, hi = max(self.skip - pos, 0), size if end is None else min(size, end - pos)
+            pos += size
+            if hi > lo:
+                yield batch if (lo, hi) == (0, size) else {k: v[lo:hi] for k, v in batch.items()}
+            if end is not None and pos >= end:
+                return
 
 
 @dataclass
@@ -98,6 +157,9 @@ class RandomSource:
     def description(self) -> str:
         return f"random(seed={self.seed}, samples={self.samples})"
 
+    def __len__(self) -> int:
+        return self.samples
+
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng(self.seed)
         for start in range(0, self.samples, self.batch_size):
@@ -115,11 +177,46 @@ class RandomSource:
             yield batch
 
 
+class _NpyMember:
+    """One array inside a .npz, read row-range by row-range from the zip stream (np.load would read it whole)."""
+
+    def __init__(self, zf: zipfile.ZipFile, member: str, origin: str):
+        self.member = member
+        with zf.open(member) as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(fh)
+            except ValueError as e:
+                raise BadInput(f"{origin}: member {member} is not a .npy array ({e})", "re-save the data with numpy.savez") from e
+            self.offset = fh.tell()
+        if dtype.hasobject:
+            raise BadInput(f"{origin}: '{member[:-4]}' is a pickled (object) array, which mdeploy refuses to load", PICKLE_HINT)
+        if not shape:
+            raise BadInput(f"{origin}: '{member[:-4]}' is a scalar, not an array of samples", "store one row per sample")
+        self.shape, self.fortran, self.dtype = tuple(shape), fortran, dtype
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def rows(self, zf: zipfile.ZipFile, start: int, stop: int, step: int) -> Iterator[np.ndarray]:
+        if self.fortran:  # column-major cannot be sliced by rows from a stream: rare enough to read whole
+            with zf.open(self.member) as fh:
+                whole = np.lib.format.read_array(fh, allow_pickle=False)
+            for s in range(start, stop, step):
+                yield whole[s:min(stop, s + step)]
+            return
+        with zf.open(self.member) as fh:
+            fh.seek(self.offset + start * self.row_bytes)
+            for s in range(start, stop, step):
+                n = min(stop, s + step) - s
+                buf = fh.read(n * self.row_bytes)
+                yield np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:])).copy()
+
+
 @dataclass
 class NpzSource:
     """A .npz file: arrays keyed by input name (or one array for a one-input model), optional `labels`/`y`.
 
-    np.load is memory-mapped per member and never unpickles; batches are sliced lazily.
+    Each member is streamed from the archive a batch at a time; nothing is ever unpickled.
     """
 
     path: Path
@@ -133,23 +230,21 @@ class NpzSource:
         if not self.path.is_file():
             raise BadInput(f"{self.path}: no such data file", "check the path of --data / --calibration / --validation")
         if not zipfile.is_zipfile(self.path):
-            raise BadInput(f"{self.path} is not a .npz archive", "save the data with numpy.savez(path, **{input_name: array})")
+            raise BadInput(f"{self.path} is not a .npz archive (it may be a pickle)",
+                           "save the data with numpy.savez(path, **{input_name: array})")
         try:
-            with np.load(self.path, allow_pickle=False) as z:
-                self._keys = list(z.files)
-                arrays = {k: z[k] for k in self._keys}
-        except ValueError as e:
-            raise BadInput(f"{self.path} holds pickled (object) arrays, which mdeploy refuses to load",
-                           "save plain numeric arrays (no dtype=object) with numpy.savez") from e
-        except Exception as e:
+            with zipfile.ZipFile(self.path) as zf:
+                names = [n for n in zf.namelist() if n.endswith(".npy")]
+                self._members = {n[:-4]: _NpyMember(zf, n, str(self.path)) for n in names}
+        except (zipfile.BadZipFile, OSError) as e:
             raise BadInput(f"{self.path} is not a readable .npz file ({e})", "re-save it with numpy.savez") from e
-        self._arrays = arrays
+        self._keys = list(self._members)
         label_keys = [k for k in self._keys if k in LABEL_KEYS]
         self._label_key = label_keys[0] if label_keys else None
         data_keys = [k for k in self._keys if k not in LABEL_KEYS]
         if not data_keys:
             raise BadInput(f"{self.path} holds no input arrays", "save at least one array keyed by the input name")
-        counts = {len(arrays[k]) for k in data_keys + ([self._label_key] if self._label_key else [])}
+        counts = {self._members[k].shape[0] for k in data_keys + ([self._label_key] if self._label_key else [])}
         if len(counts) != 1:
             raise BadInput(f"{self.path}: arrays have different numbers of samples ({sorted(counts)})",
                            "every array (and labels) needs the same first dimension")
@@ -179,21 +274,70 @@ class NpzSource:
 
     def __iter__(self) -> Iterator[Batch]:
         stop = self.total if self.stop is None else min(self.stop, self.total)
-        data_keys = [k for k in self._keys if k not in LABEL_KEYS]
-        for s in range(self.start, stop, self.batch_size):
-            e = min(stop, s + self.batch_size)
-            batch = {k: self._arrays[k][s:e] for k in data_keys}
-            if self._label_key:
-                batch[LABELS] = self._arrays[self._label_key][s:e]
-            yield check_batch(batch, self.inputs, self.description)
+        keys = [k for k in self._keys if k not in LABEL_KEYS] + ([self._label_key] if self._label_key else [])
+        with zipfile.ZipFile(self.path) as zf:
+            streams = [self._members[k].rows(zf, self.start, stop, self.batch_size) for k in keys]
+            for arrays in zip(*streams):
+                batch = dict(zip(keys, arrays))
+                if self._label_key:
+                    batch[LABELS] = batch.pop(self._label_key)
+                yield check_batch(batch, self.inputs, self.description)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A data source as plain, picklable values: what a pass carries to find its calibration data.
+
+    `skip`/`take` select a window of samples, which is how calibration data and its held-out slice are split.
+    """
+
+    spec: str
+    skip: int = 0
+    take: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    image: ImageOptions | None = None
+
+    def open(self, inputs: tuple[TensorSpec, ...]) -> CalibrationSource:
+        samples = None if self.take is None else self.skip + self.take
+        source = open_source(self.spec, inputs, batch_size=self.batch_size, samples=samples, seed=self.seed, image=self.image)
+        if self.skip == 0 and self.take is None:
+            return source
+        return SampleWindow(source, self.skip, self.take)
+
+    @property
+    def is_random(self) -> bool:
+        return self.spec == "random"
 
 
 def open_source(spec: str, inputs: tuple[TensorSpec, ...], *, batch_size: int = 32, samples: int | None = None,
-                seed: int = 0) -> CalibrationSource:
-    """Open a data source from its command-line spelling: a .npz path, or `random`."""
+                seed: int = 0, image: ImageOptions | None = None) -> CalibrationSource:
+    """Open a data source from its command-line spelling.
+
+    `random` (only by name); a .npz; a directory of .npy files; a directory of PNG/JPEG images (preprocessed
+    per `image`); a .csv; or `package.module:function`, which imports and runs user code.
+    """
+    from mdeploy.calibration import files, images
+
+    spec = str(spec)
     if spec == "random":
         return RandomSource(inputs, samples=samples or 100, batch_size=batch_size, seed=seed)
     path = Path(spec)
-    if path.suffix.lower() == ".npz" or path.is_file():
+    if path.is_dir():
+        if any(p.suffix.lower() in images.IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
+            return images.ImageDirSource(path, inputs, options=image, batch_size=batch_size)
+        return files.NpyDirSource(path, inputs, batch_size=batch_size)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return files.CsvSource(path, inputs, batch_size=batch_size)
+    if suffix == ".npy":
+        raise BadInput(f"{spec}: a single .npy file is not a data source",
+                       "put the .npy files in a directory, or save the arrays with numpy.savez into a .npz")
+    if suffix == ".npz" or path.is_file():
         return NpzSource(path, inputs, batch_size=batch_size)
-    raise BadInput(f"{spec}: unrecognised data source", "pass a .npz file or the word `random`")
+    if CALLABLE_SPEC.match(spec):
+        return files.CallableSource(spec, inputs, batch_size=batch_size)
+    if not path.exists() and (suffix or "/" in spec):
+        raise BadInput(f"{spec}: no such data file or directory", "check the path of --data / --calibration / --validation")
+    raise BadInput(f"{spec}: unrecognised data source",
+                   "pass a .npz, a .csv, a directory of .npy files or images, `package.module:function`, or the word `random`")
