@@ -40,10 +40,15 @@ def _root(
     version_: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (also accepted after the command).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let TensorFlow's own logging through (also after the command).")] = False,
+    unsafe_keras: Annotated[bool, typer.Option("--unsafe-keras", help="Turn Keras safe_mode off to load Lambda layers: runs code from the model file; only for files you trust.")] = False,
 ) -> None:
     """mdeploy: verified deployment artifacts from a trained model."""
     _common.state["debug"] |= debug
     _common.state["verbose"] |= verbose
+    if unsafe_keras:
+        from mdeploy.passes.runtimes import set_keras_safe_mode
+
+        set_keras_safe_mode(False)
 
 
 def _register() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,11 +35,27 @@ def warn(text: str) -> None:
     stderr.print(f"[yellow]warning:[/] {text}", highlight=False)
 
 
+def _stage_file_writer():
+    """`mdeploy zoo` watches each model's stage through the file named in MDEPLOY_STAGE_FILE."""
+    path = os.environ.get("MDEPLOY_STAGE_FILE")
+    if not path:
+        return lambda text: None
+
+    def write(text: str) -> None:
+        with contextlib.suppress(OSError):
+            Path(path).write_text(text)
+    return write
+
+
 @contextlib.contextmanager
 def progress(title: str, quiet: bool = False) -> Iterator[Any]:
     """A live status line on stderr; yields the on_stage callback passes report to."""
+    to_file = _stage_file_writer()
     if quiet or not stderr.is_terminal:
-        yield lambda text: None
+        yield to_file
         return
     with stderr.status(f"[bold]{title}[/]") as status:
-        yield lambda text: status.update(f"[bold]{title}[/] {text}")
+        def on_stage(text: str) -> None:
+            status.update(f"[bold]{title}[/] {text}")
+            to_file(text)
+        yield on_stage
