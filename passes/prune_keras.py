@@ -1,0 +1,318 @@
+"""Magnitude pruning of Keras 3 models: one-shot, or gradual during fine-tuning with masks held fixed between updates.
+
+Dense, Conv (1D/2D/3D, transposed, depthwise, separable) and Embedding kernels are pruned; biases and
+normalization layers never are. TensorFlow and Keras are imported inside functions only.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mdeploy.passes.artifact import Artifact
+from mdeploy.passes.errors import BadInput
+from mdeploy.passes.fsio import atomic_output, ensure_writable
+from mdeploy.passes.pipeline import Context, pass_params
+from mdeploy.passes.sparsity import (
+    check_sparsity,
+    global_masks,
+    layer_masks,
+    nm_mask,
+    parse_pattern,
+    polynomial_sparsity,
+    schedule_updates,
+    select_layers,
+)
+
+
+@dataclass
+class KerasWeight:
+    """One prunable kernel: its layer's (nested) name, the variable, and the input axis for N:M patterns
+    (None where the kernel has no input-channel reduction: depthwise kernels and embedding tables)."""
+
+    layer: str
+    kind: str
+    variable: Any
+    input_axis: int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer}/{self.variable.name}"
+
+
+def _kernel_names(layer, keras) -> list[tuple[str, int | None]]:
+    L = keras.layers
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        return [("depthwise_kernel", None), ("pointwise_kernel", -2)]
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        return [("kernel", None)]
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        return [("kernel", -1)]  # (..., out, in)
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
+        return [("kernel", -2)]  # (..., in, out)
+    if isinstance(layer, L.Dense):
+        return [("kernel", 0)]  # (in, out)
+    if isinstance(layer, L.Embedding):
+        return [("embeddings", None)]
+    return []
+
+
+def prunable_weights(model) -> list[KerasWeight]:
+    """Every float kernel of a prunable layer, in layer order, descending into nested models."""
+    from mdeploy.passes.tf_env import import_keras
+
+    keras = import_keras()
+    found: list[KerasWeight] = []
+
+    def walk(layers, prefix: str) -> None:
+        for layer in layers:
+            name = f"{prefix}{layer.name}"
+            sub = getattr(layer, "layers", None)
+            if isinstance(layer, keras.Model) and sub:
+                walk(sub, f"{name}/")
+                continue
+            for attr, axis in _kernel_names(layer, keras):
+                var = next((v for v in layer.weights if v.name == attr), None)
+                if var is None or "float" not in str(var.dtype):
+                    continue  # unbuilt, or an int8-quantized kernel: nothing to prune by magnitude
+                found.append(KerasWeight(name, type(layer).__name__, var, axis))
+
+    walk(model.layers, "")
+    return found
+
+
+def keras_compile_config(path: Path) -> dict[str, Any]:
+    """The loss and metrics the model was compiled with, read as JSON from the file (never unpickled)."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return json.loads(z.read("config.json")).get("compile_config") or {}
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("training_config")
+            if raw is None:
+                return {}
+            cfg = json.loads(raw if isinstance(raw, str) else raw.decode())
+            metrics = cfg.get("metrics") or []
+            if metrics and isinstance(metrics[0], list):  # per-output lists in Keras 2 files
+                metrics = metrics[0]
+            return {"loss": cfg.get("loss"), "metrics": metrics}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def masks_for(weights: list[KerasWeight], values: dict[str, np.ndarray], sparsity: float, scope: str,
+              pattern: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    if pattern is not None:
+        n, m = pattern
+        return {w.name: nm_mask(values[w.name], n, m, w.input_axis, w.name) for w in weights}
+    if scope == "global":
+        return global_masks(values, sparsity)
+    return layer_masks(values, sparsity)
+
+
+def _apply(weights: list[KerasWeight], masks: dict[str, np.ndarray]) -> None:
+    for w in weights:
+        value = np.asarray(w.variable.numpy())
+        w.variable.assign((value * masks[w.name]).astype(value.dtype))
+
+
+def _values(weights: list[KerasWeight]) -> dict[str, np.ndarray]:
+    return {w.name: np.asarray(w.variable.numpy()) for w in weights}
+
+
+@dataclass(frozen=True)
+class PruneKeras:
+    """Zero the smallest-magnitude kernel weights of a Keras model -> OUTDIR/keras/model.pruned.keras.
+
+    Parameters:
+      sparsity: fraction of the selected kernels' weights to zero, in [0, 1) (ignored with `pattern`).
+      scope: "layer" (each kernel to `sparsity`) or "global" (one magnitude threshold across kernels).
+      exclude: fnmatch patterns of layer names to keep dense.
+      prune_first_last: also prune the first and last prunable layer (kept dense by default).
+      pattern: "N:M" structured sparsity along the input dimension, e.g. "2:4".
+      fine_tune: a labelled data spec (.npz) to fine-tune on; pruning is then gradual (Zhu & Gupta schedule).
+      epochs, batch_size, learning_rate, loss, metric: fine-tuning; loss/metric default to the model's compile config.
+      initial_sparsity, begin_step, end_step, frequency: the schedule, in optimizer steps (end_step default:
+        75% of the steps, frequency default: a tenth of the pruning window).
+    """
+
+    name: ClassVar[str] = "prune.keras"
+    accepts: ClassVar[tuple[str, ...]] = ("keras",)
+    produces: ClassVar[str] = "keras"
+    sparsity: float = 0.5
+    scope: str = "layer"
+    exclude: tuple[str, ...] = ()
+    prune_first_last: bool = False
+    pattern: str | None = None
+    fine_tune: str | None = None
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    loss: str | None = None
+    metric: str | None = None
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    end_step: int | None = None
+    frequency: int | None = None
+    seed: int = 0
+    file_name: str = "model.pruned.keras"
+
+    def output_path(self, ctx: Context) -> Path:
+        return Path(ctx.out_dir) / "keras" / self.file_name
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+        from mdeploy.passes.prune import compressed_size, pruning_summary
+        from mdeploy.passes.runtimes import load_keras_model
+
+        pattern = parse_pattern(self.pattern)
+        target = (1.0 - pattern[0] / pattern[1]) if pattern else check_sparsity(self.sparsity)
+        check_sparsity(self.initial_sparsity, "--initial-sparsity")
+        if self.scope not in ("layer", "global"):
+            raise BadInput(f"--scope must be layer or global, got {self.scope!r}", "use --scope layer or --scope global")
+        final = self.output_path(ctx)
+        ensure_writable(final, ctx.force)
+        model = load_keras_model(artifact.path)
+        all_weights = prunable_weights(model)
+        if not all_weights:
+            raise BadInput(f"{artifact.path}: no prunable layers (Dense, Conv, DepthwiseConv, SeparableConv, Embedding)",
+                           "mdeploy prunes the kernels of those layers; this model has none")
+        layer_order = [w.layer for w in all_weights]
+        selected_layers, skipped, unmatched = select_layers(layer_order, self.exclude, self.prune_first_last)
+        for p in unmatched:
+            ctx.warn(f"--exclude {p!r} matched no prunable layer (layers: {', '.join(dict.fromkeys(layer_order))})")
+        selected = [w for w in all_weights if w.layer in selected_layers]
+        if pattern is not None:
+            for w in [w for w in selected if w.input_axis is None]:
+                skipped[w.layer] = f"{w.kind} has no input-channel reduction for an N:M pattern"
+                ctx.warn(f"{w.layer}: a {w.kind} kernel cannot hold an N:M pattern; left dense")
+            selected = [w for w in selected if w.input_axis is not None]
+        if not selected:
+            raise BadInput("every prunable layer is excluded: nothing to prune",
+                           "drop an --exclude pattern, or pass --prune-first-last for a model this small")
+
+        workdir = Path(tempfile.mkdtemp(prefix="mdeploy-prune-"))
+        try:
+            # The dense baseline is written by the same writer as the output, so sizes compare like with like
+            # (the source file may also carry optimizer state).
+            baseline = workdir / "dense.keras"
+            model.save(baseline)
+            size_before, gzip_before = baseline.stat().st_size, compressed_size(baseline)
+            schedule = None
+            if self.fine_tune:
+                ctx.stage("fine-tuning with gradual pruning")
+                schedule = self._fine_tune(model, artifact, selected, target, pattern, ctx)
+            else:
+                ctx.stage("pruning")
+                _apply(selected, masks_for(selected, _values(selected), target, self.scope, pattern))
+            if self.fine_tune:
+                # Deploy without optimizer state: copy the trained weights into a fresh, uncompiled copy.
+                deploy = load_keras_model(artifact.path)
+                deploy.set_weights(model.get_weights())
+                model = deploy
+            with atomic_output(final, ctx.force) as tmp:
+                model.save(tmp)
+            summary = pruning_summary(
+                [(w.layer, w.name, w.kind, np.asarray(w.variable.numpy())) for w in prunable_weights(model)],
+                selected={w.name for w in selected}, skipped=skipped, target=target,
+                scope="pattern" if pattern else self.scope, pattern=self.pattern,
+                total_params=int(sum(int(np.prod(v.shape)) for v in model.weights)),
+                total_zeros=int(sum(int(np.count_nonzero(np.asarray(v.numpy()) == 0)) for v in model.weights)))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        summary.update(size_bytes_before=size_before, gzip_bytes_before=gzip_before,
+                       size_bytes_after=final.stat().st_size, gzip_bytes_after=compressed_size(final),
+                       source_size_bytes=artifact.size_bytes())
+        if schedule:
+            summary["schedule"] = schedule
+        return artifact.derive(format="keras", path=final, name="pruned-keras", precision=artifact.precision,
+                               sparsity=summary["achieved_sparsity"], pruning=summary,
+                               produced_by={"pass": self.name, "params": pass_params(self)})
+
+    # ------------------------------------------------------------------ fine-tuning
+
+    def _fine_tune(self, model, artifact: Artifact, selected: list[KerasWeight], target: float,
+                   pattern: tuple[int, int] | None, ctx: Context) -> dict[str, Any]:
+        from mdeploy.calibration import LABELS, collect, open_source
+        from mdeploy.passes.tf_env import import_keras
+
+        keras = import_keras()
+        data = collect(open_source(self.fine_tune, artifact.inputs, batch_size=self.batch_size))
+        if LABELS not in data:
+            raise BadInput(f"{self.fine_tune}: no labels for fine-tuning",
+                           "save the labels in the .npz under the key 'labels' (or 'y')")
+        y = data.pop(LABELS)
+        x = [data[t.name] for t in artifact.inputs]
+        compiled = keras_compile_config(artifact.path)
+        loss = self.loss or compiled.get("loss")
+        if not loss:
+            raise BadInput(f"{artifact.path} was saved without a compiled loss, so fine-tuning does not know what to minimise",
+                           "pass --loss, e.g. --loss sparse_categorical_crossentropy")
+        metrics = [self.metric] if self.metric else (compiled.get("metrics") or [])
+        if isinstance(metrics, (str, dict)):
+            metrics = [metrics]
+        if isinstance(loss, dict):
+            loss = keras.losses.deserialize(loss)
+        if self.epochs < 1:
+            raise BadInput(f"--epochs must be at least 1, got {self.epochs}", "for example --epochs 3")
+        keras.utils.set_random_seed(self.seed)
+        try:
+            model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=loss,
+                          metrics=[m for m in metrics if m])
+        except ValueError as e:
+            raise BadInput(f"cannot compile the model for fine-tuning: {e}", "pass --loss and --metric explicitly") from e
+        n = len(y)
+        steps_per_epoch = -(-n // self.batch_size)
+        total = steps_per_epoch * self.epochs
+        end = min(self.end_step if self.end_step is not None else max(1, int(0.75 * total)), total)
+        begin = min(self.begin_step, end)
+        frequency = self.frequency or max(1, (end - begin) // 10)
+        updates = set(schedule_updates(total, begin, end, frequency))
+        scope, initial = self.scope, float(self.initial_sparsity)
+
+        class HoldMasks(keras.callbacks.Callback):
+            """Recompute masks on the schedule's update steps and re-apply them after every batch."""
+
+            def __init__(self):
+                super().__init__()
+                self.step = 0
+                self.masks: dict[str, np.ndarray] = {}
+                self.history: list[tuple[int, float]] = []
+
+            def update(self):
+                s = target if pattern else polynomial_sparsity(self.step, initial=initial, final=target, begin_step=begin, end_step=end)
+                self.masks = masks_for(selected, _values(selected), s, scope, pattern)
+                self.history.append((self.step, round(s, 4)))
+
+            def on_train_begin(self, logs=None):
+                self.update()
+                _apply(selected, self.masks)
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.step += 1
+                if self.step in updates and not pattern:
+                    self.update()
+                _apply(selected, self.masks)
+
+        hold = HoldMasks()
+        model.fit(x if len(x) > 1 else x[0], y, epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
+                  verbose=0, callbacks=[hold])
+        # The last update is at end_step <= total, so the masks now hold the final sparsity.
+        if not hold.masks or hold.history[-1][1] != round(target, 4):
+            hold.step = max(hold.step, end)
+            hold.update()
+        _apply(selected, hold.masks)
+        return {"initial_sparsity": self.initial_sparsity, "final_sparsity": target, "begin_step": begin,
+                "end_step": end, "frequency": frequency, "total_steps": total, "epochs": self.epochs,
+                "steps_per_epoch": steps_per_epoch, "learning_rate": self.learning_rate,
+                "loss": loss if isinstance(loss, str) else type(loss).__name__,
+                "metrics": [m if isinstance(m, str) else str(m) for m in metrics], "data": self.fine_tune,
+                "mask_updates": [list(h) for h in hold.history]}
