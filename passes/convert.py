@@ -240,8 +240,11 @@ def tflite_converter(artifact: Artifact, workdir: Path):
                                                     signature_keys=["serving_default"])
 
 
-def write_tflite(converter, final: Path, force: bool) -> None:
-    """Run the converter, check LiteRT loads the result, then publish it atomically."""
+def write_tflite(converter, final: Path, force: bool, verify=None) -> None:
+    """Run the converter, check LiteRT loads the result, then publish it atomically.
+
+    `verify(tmp_path)`, when given, runs after the load check and before publishing (quantize runs the model once).
+    """
     from mdeploy.passes.runtimes import load_runner
 
     try:
@@ -254,6 +257,8 @@ def write_tflite(converter, final: Path, force: bool) -> None:
     with atomic_output(final, force) as tmp:
         tmp.write_bytes(flatbuffer)
         load_runner("tflite", tmp)  # never publish what LiteRT cannot load
+        if verify is not None:
+            verify(tmp)
 
 
 @dataclass(frozen=True)
