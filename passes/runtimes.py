@@ -6,6 +6,7 @@ benchmarking and the parity checks all go through `load_runner`; no other module
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,17 @@ def _dtype_name(dt) -> str:
 
 # --------------------------------------------------------------------------- keras / savedmodel
 
-_keras_safe_mode = True
+_keras_safe_mode = os.environ.get("MDEPLOY_UNSAFE_KERAS") != "1"
 
 
 def set_keras_safe_mode(safe: bool) -> None:
-    """Keras safe_mode refuses to deserialize arbitrary code (Lambda layers); only --unsafe-keras turns it off."""
+    """Keras safe_mode refuses to deserialize arbitrary code (Lambda layers); only --unsafe-keras turns it off.
+
+    Kept in the environment too, so that spawned branch processes inherit the user's choice.
+    """
     global _keras_safe_mode
     _keras_safe_mode = safe
+    os.environ["MDEPLOY_UNSAFE_KERAS"] = "0" if safe else "1"
 
 
 def load_keras_model(path: Path):

@@ -1,0 +1,64 @@
+"""`mdeploy optimize`: one command from a trained model to verified cloud and edge artifacts and their report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mdeploy.cli._common import ForceOpt, JsonOpt, ModelArg, OutDirOpt, emit_json, progress, stdout, warn
+from mdeploy.passes.errors import CheckFailed
+
+
+def optimize_cli(
+    model: ModelArg,
+    out_dir: OutDirOpt = Path("mdeploy-out"),
+    target: Annotated[str | None, typer.Option("--target", help="cloud (SavedModel+ONNX), edge (TFLite) or all. [default: all]")] = None,
+    calibration: Annotated[str | None, typer.Option("--calibration", help="Calibration data for int8: .npz, .csv, a directory of .npy/images, module:function, or `random`.")] = None,
+    validation: Annotated[str | None, typer.Option("--validation", help="Held-out data (with labels for accuracy) every artifact is validated on.")] = None,
+    sparsity: Annotated[float | None, typer.Option("--sparsity", help="Magnitude-prune the Keras model to this sparsity before quantizing.")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="TOML recipe; flags given on the command line override it.")] = None,
+    max_accuracy_drop: Annotated[float | None, typer.Option("--max-accuracy-drop", help="Accuracy budget (fraction): artifacts over it are rejected. [default: 0.01]")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also produce fp16 ONNX and TFLite.")] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Processes for the ONNX and TFLite branches (1 = serial). [default: 2]")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step instead of reusing cached results.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where step results are cached. [default: OUTDIR/.mdeploy-cache]")] = None,
+    no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the latency benchmark.")] = False,
+    json_out: JsonOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Convert, simplify, quantize (and prune), validate, bench and report, in one verified pipeline."""
+    from mdeploy.passes.optimize import gate_ok, optimize
+    from mdeploy.passes.recipe import Recipe, load_recipe
+
+    overrides = {"target": target, "calibration": calibration, "validation": validation, "prune.sparsity": sparsity,
+                 "validate.max_accuracy_drop": max_accuracy_drop, "jobs": jobs,
+                 "cache_dir": str(cache_dir) if cache_dir else None}
+    if no_cache:
+        overrides["cache"] = False
+    if no_bench:
+        overrides["bench.enabled"] = False
+    base = load_recipe(recipe, overrides)
+    if fp16:
+        import dataclasses
+
+        q = base.quantize
+        base = dataclasses.replace(base, quantize=dataclasses.replace(
+            q, onnx=tuple(dict.fromkeys((*q.onnx, "fp16"))), tflite=tuple(dict.fromkeys((*q.tflite, "fp16")))))
+    assert isinstance(base, Recipe)
+    with progress("optimizing", quiet=json_out) as on_stage:
+        report = optimize(model, out_dir, base, force=force, on_stage=on_stage)
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        from mdeploy.passes.report_render import to_table
+
+        for w in report.warnings:
+            warn(w)
+        stdout.print(to_table(report))
+        stdout.print(f"reports: {out_dir / 'report.json'}, report.md, report.html", highlight=False)
+    if not gate_ok(report):
+        gate = report.extra["gate"]
+        missing = [t for t, v in gate["targets"].items() if not v["ok"]]
+        raise CheckFailed(f"no {' or '.join(missing)} artifact passed the gate (max accuracy drop {gate['max_accuracy_drop']:g})",
+                          "see report.md: loosen --max-accuracy-drop, give better --calibration data, or lower --sparsity")

@@ -1,0 +1,296 @@
+"""The `optimize` plan: prune, convert, simplify and quantize in two parallel branches, then validate, bench and gate.
+
+Everything is keyed by content so a re-run with nothing changed reuses every finished step:
+passes through the step cache, validation and bench through `ResultCache`, and the source's
+signature so a fully cached run never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mdeploy.passes.artifact import Artifact, TensorSpec, content_hash, detect_format
+from mdeploy.passes.errors import BadInput
+from mdeploy.passes.fsio import write_text_atomic
+from mdeploy.passes.pipeline import MDEPLOY_VERSION, Context, Node, Step, run_branches, run_plan
+from mdeploy.passes.recipe import Recipe
+
+CACHE_DIR_NAME = ".mdeploy-cache"
+CLOUD_FORMATS, EDGE_FORMATS = ("onnx", "savedmodel"), ("tflite",)
+
+
+class ResultCache:
+    """JSON results (validation, bench, source signatures) keyed by a hash of everything they depend on."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = Path(directory) / "results" if directory else None
+
+    @staticmethod
+    def key(**parts: Any) -> str:
+        blob = json.dumps({**parts, "mdeploy": MDEPLOY_VERSION}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def get(self, key: str) -> Any | None:
+        if self.directory is None:
+            return None
+        f = self.directory / f"{key}.json"
+        try:
+            return json.loads(f.read_text()) if f.is_file() else None
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        if self.directory is not None:
+            write_text_atomic(self.directory / f"{key}.json", json.dumps(value, default=str))
+
+
+def data_hash(spec: str | None) -> str | None:
+    """Content hash of a data file or directory; the spec itself for `random` and module:function sources."""
+    if spec is None or spec == "random":
+        return spec
+    p = Path(spec)
+    return content_hash(p) if p.exists() else spec
+
+
+def open_source_model(path: Path, cache: ResultCache) -> Artifact:
+    """open_artifact, with the signature cached by content so cached re-runs skip loading TensorFlow."""
+    from mdeploy.passes.load import open_artifact
+
+    fmt, real = detect_format(path)
+    key = cache.key(kind="signature", sha=content_hash(real))
+    hit = cache.get(key)
+    if hit is not None:
+        return Artifact(fmt, real, tuple(TensorSpec.from_dict(t) for t in hit["inputs"]),
+                        tuple(TensorSpec.from_dict(t) for t in hit["outputs"]), meta={"precision": "float32"})
+    artifact = open_artifact(real)
+    cache.put(key, {"inputs": [t.to_dict() for t in artifact.inputs], "outputs": [t.to_dict() for t in artifact.outputs]})
+    return artifact
+
+
+def _calibration_spec(recipe: Recipe):
+    from mdeploy.calibration.sources import DataSpec
+
+    if recipe.calibration is None:
+        return None
+    take = None if recipe.calibration == "random" else recipe.quantize.samples
+    return DataSpec(recipe.calibration, take=take if recipe.calibration != "random" else recipe.quantize.samples)
+
+
+def build_plan(source: Artifact, recipe: Recipe, name: str) -> tuple[list[Node], dict[str, list[Node]]]:
+    """(in-process prelude, parallel branches) for the recipe. The prelude prunes; branches convert and quantize."""
+    from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
+
+    prelude: list[Node] = []
+    base = "source"
+    if recipe.prune.sparsity > 0:
+        if source.format != "keras":
+            raise BadInput(f"optimize prunes Keras models; this one is {source.format}",
+                           "prune the ONNX with `mdeploy prune`, or drop --sparsity")
+        from mdeploy.passes.prune_keras import PruneKeras
+
+        p = recipe.prune
+        prelude.append(Node("pruned", PruneKeras(sparsity=p.sparsity, scope=p.scope, exclude=p.exclude, pattern=p.pattern,
+                                                 fine_tune=p.fine_tune, epochs=p.epochs)))
+        base = "pruned"
+    calibration = _calibration_spec(recipe)
+    q = recipe.quantize
+    want_cloud = recipe.target in ("cloud", "all")
+    want_edge = recipe.target in ("edge", "all")
+    branches: dict[str, list[Node]] = {}
+    if source.format == "onnx":
+        if not want_cloud:
+            raise BadInput("an ONNX model has no edge (TFLite) route in mdeploy", "use --target cloud for ONNX models")
+        want_edge = False
+    if want_cloud:
+        onnx_nodes: list[Node] = []
+        if source.format == "onnx":
+            last = base
+        else:
+            onnx_nodes.append(Node("onnx", ToOnnx(opset=recipe.opset), base))
+            last = "onnx"
+        if recipe.simplify:
+            from mdeploy.passes.simplify import Simplify
+
+            onnx_nodes.append(Node("onnx-sim", Simplify(data=calibration), last))
+            last = "onnx-sim"
+        if q.onnx:
+            from mdeploy.passes.quantize_onnx import QuantizeOnnx
+
+            for mode in q.onnx:
+                onnx_nodes.append(Node(f"onnx-{mode}", QuantizeOnnx(mode=mode, format=q.format, per_channel=q.per_channel,
+                                                                   method=q.method, exclude=q.exclude,
+                                                                   calibration=calibration if mode == "int8" else None), last))
+        branches["onnx"] = onnx_nodes
+    tf_nodes: list[Node] = []
+    if want_cloud and source.format != "onnx":
+        tf_nodes.append(Node("savedmodel", ToSavedModel(model_name=name), base))
+    if want_edge:
+        tf_nodes.append(Node("tflite", ToTflite(), base))
+        if q.tflite:
+            from mdeploy.passes.quantize_tflite import QuantizeTflite
+
+            for mode in q.tflite:
+                tf_nodes.append(Node(f"tflite-{mode}", QuantizeTflite(mode=mode, io=q.io,
+                                                                     calibration=calibration if mode == "int8" else None), base))
+    if tf_nodes:
+        branches["tensorflow"] = tf_nodes
+    return prelude, branches
+
+
+def target_of(fmt: str) -> str:
+    return "edge" if fmt in EDGE_FORMATS else "cloud"
+
+
+def requested_targets(recipe: Recipe) -> list[str]:
+    return ["cloud", "edge"] if recipe.target == "all" else [recipe.target]
+
+
+def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False, on_stage=None) -> Any:
+    """Run the whole pipeline on `model`, write OUTDIR/report.{json,md,html}, and return the Report.
+
+    The report's artifacts carry status "ok" or "rejected" (over the accuracy budget) or the step failures;
+    `report.extra["gate"]` says which requested targets have a passing artifact.
+    """
+    from mdeploy.passes.report import Report, artifact_record
+
+    stage = on_stage or (lambda text: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = None if not recipe.cache else Path(recipe.cache_dir) if recipe.cache_dir else out_dir / CACHE_DIR_NAME
+    results = ResultCache(cache_dir)
+    t_start = time.perf_counter()
+    stage("reading the model")
+    source = open_source_model(Path(model), results)
+    name = recipe.name or Path(model).stem.split(".")[0] or "model"
+    prelude, branches = build_plan(source, recipe, name)
+    ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage)
+    report = Report.for_source(source)
+    report.extra["recipe"] = recipe.to_dict()
+
+    inputs = {"source": source}
+    steps: list[Step] = []
+    failures: dict[str, str] = {}
+    if prelude:
+        pre = run_plan(prelude, inputs, ctx)
+        steps += pre.steps
+        failures.update(pre.failures)
+        inputs.update(pre.artifacts)
+        if "pruned" not in inputs:
+            branches = {}
+    produced: dict[str, Artifact] = {k: v for k, v in inputs.items() if k != "source"}
+    for name_, res in run_branches(branches, inputs, ctx, jobs=recipe.jobs).items():
+        steps += res.steps
+        failures.update(res.failures)
+        produced.update(res.artifacts)
+    report.add_steps(steps)
+    report.warnings.extend(ctx.warnings)
+    for key, reason in failures.items():
+        report.warnings.append(f"{key}: {reason}")
+    # A skipped simplification hands on the unsimplified model; list each file once.
+    seen: set[Path] = set()
+    artifacts: list[Artifact] = []
+    for a in produced.values():
+        if Path(a.path).resolve() not in seen:
+            seen.add(Path(a.path).resolve())
+            artifacts.append(a)
+    for a in artifacts:
+        record = artifact_record(a, out_dir)
+        record["target"] = target_of(a.format) if a.format != "keras" else None
+        report.add_artifact(record)
+
+    _validate(report, source, artifacts, recipe, out_dir, results, stage)
+    if recipe.bench.enabled:
+        _bench(report, source, artifacts, recipe, out_dir, results, stage)
+    _gate(report, recipe, failures)
+    report.extra["seconds"] = round(time.perf_counter() - t_start, 2)
+    save_all(report, out_dir)
+    return report
+
+
+def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,
+              stage) -> None:
+    from mdeploy.passes.report_update import add_validation
+    from mdeploy.passes.validate import Thresholds, validate
+
+    candidates = [a for a in artifacts if a.format in ("onnx", "savedmodel", "tflite", "keras")]
+    if not candidates:
+        return
+    spec = recipe.validation
+    if spec is None and recipe.calibration not in (None, "random"):
+        spec = recipe.calibration
+        report.warnings.append("no --validation data: validated on the calibration data, which is not held out")
+    if spec is None or spec == "random":
+        spec = "random"
+        report.warnings.append("validated on random inputs: accuracy was NOT validated (pass --validation DATA)")
+    v = recipe.validate
+    thresholds = Thresholds(max_accuracy_drop=v.max_accuracy_drop, min_agreement=v.min_agreement,
+                            max_abs_error=v.max_abs_error, min_sqnr=v.min_sqnr)
+    key = results.key(kind="validate", ref=report.source["sha256"], cands=[a.sha256() for a in candidates],
+                      data=data_hash(spec), thresholds=thresholds.to_dict())
+    cached = results.get(key)
+    stage("validating " + ", ".join(a.name for a in candidates))
+    if cached is None:
+        from mdeploy.calibration import open_source
+
+        data = open_source(spec, source.inputs, samples=300 if spec == "random" else None)
+        result = validate(source, candidates, data, thresholds).to_dict()
+        results.put(key, result)
+    else:
+        result = cached
+
+    class _Frozen:  # add_validation reads a result through to_dict()
+        def to_dict(self_inner):
+            return result
+
+    if not result.get("labels"):
+        report.warnings.append("the validation data has no labels: accuracy and its drop are not measured")
+    add_validation(report, out_dir, _Frozen(), {a.name: Path(a.path) for a in candidates}, Path(source.path))
+
+
+def _bench(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,
+           stage) -> None:
+    from mdeploy.passes.bench import bench
+    from mdeploy.passes.report_update import add_bench
+
+    b = recipe.bench
+    for a in [source, *[x for x in artifacts if x.format != "keras"]]:
+        key = results.key(kind="bench", sha=a.sha256(), fmt=a.format, batch=b.batch, threads=b.threads, warmup=b.warmup,
+                          runs=b.runs)
+        cached = results.get(key)
+        stage(f"benchmarking {a.name}")
+        if cached is None:
+            cached = bench(a, batch=b.batch, threads=b.threads, warmup=b.warmup, runs=b.runs)
+            results.put(key, cached)
+        cached = {**cached, "path": str(a.path)}
+        add_bench(report, out_dir, cached)
+
+
+def _gate(report, recipe: Recipe, failures: dict[str, str]) -> None:
+    """Mark artifacts over the accuracy budget rejected; record which requested targets have a passing artifact."""
+    for a in report.artifacts:
+        v = a.get("validation") or {}
+        a["status"] = "rejected" if v.get("passed") is False else "ok"
+    passing = {t: [a["name"] for a in report.artifacts if a.get("target") == t and a["status"] == "ok"]
+               for t in ("cloud", "edge")}
+    wanted = requested_targets(recipe)
+    report.extra["gate"] = {
+        "max_accuracy_drop": recipe.validate.max_accuracy_drop,
+        "targets": {t: {"passing": passing[t], "ok": bool(passing[t])} for t in wanted},
+        "failed_steps": failures,
+        "ok": all(passing[t] for t in wanted),
+    }
+
+
+def gate_ok(report) -> bool:
+    return bool(report.extra.get("gate", {}).get("ok"))
+
+
+def save_all(report, out_dir: Path) -> None:
+    from mdeploy.passes.report_render import to_html, to_markdown
+
+    report.save(out_dir)
+    write_text_atomic(out_dir / "report.md", to_markdown(report))
+    write_text_atomic(out_dir / "report.html", to_html(report))
