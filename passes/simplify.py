@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,8 +96,9 @@ class Simplify:
             note = f"kept the unsimplified model: {problem}"
             ctx.warn(f"simplify: {note}")
             meta.update(step_status="skipped", step_note=note)
-        return artifact.derive(format="onnx", path=final, name="onnx-simplified", inputs=inputs, outputs=outputs,
-                               produced_by={"pass": self.name, "params": pass_params(self)}, **meta)
+        derived = artifact.derive(format="onnx", path=final, name="onnx-simplified",
+                                  produced_by={"pass": self.name, "params": pass_params(self)}, **meta)
+        return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
 
     def _simplify(self, model):
         import onnxsim

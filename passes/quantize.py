@@ -1,0 +1,115 @@
+"""What the ONNX and TFLite quantization passes share: modes, names, the run-once check, and quality vs the float parent.
+
+Calibration data reaches a pass as a `DataSpec` field (plain values: a spec string and a sample window),
+never as an open source, so passes stay picklable and their parameters (and cache keys) name the data.
+The passes themselves live in quantize_onnx.py and quantize_tflite.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy.calibration.sources import LABELS, CalibrationSource, DataSpec, collect, open_source
+from mdeploy.passes.artifact import Artifact
+from mdeploy.passes.compare import accuracy, compare_outputs, is_classifier_output, worst
+from mdeploy.passes.errors import BadInput, PassFailed
+from mdeploy.passes.runtimes import load_runner
+
+MODES = ("int8", "dynamic", "fp16")
+PRECISION = {"int8": "int8", "dynamic": "dynamic-int8", "fp16": "float16"}
+FILE_TAG = {"int8": "int8", "dynamic": "dynamic", "fp16": "fp16"}
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise BadInput(f"unknown quantization mode '{mode}'", f"choose from {', '.join(MODES)}")
+
+
+def quantized_file_name(mode: str, suffix: str, stem: str = "model") -> str:
+    """model.int8.onnx, model.fp16.tflite, ..."""
+    return f"{stem}.{FILE_TAG[mode]}{suffix}"
+
+
+def require_calibration(mode: str, calibration: DataSpec | None, pass_name: str) -> DataSpec:
+    if calibration is None:
+        raise BadInput(f"{pass_name}: int8 (static) quantization needs calibration data",
+                       "pass --calibration DATA (a .npz, .csv, directory of .npy files or images, module:function) or `random`")
+    return calibration
+
+
+def run_once(path: Path, fmt: str, artifact: Artifact, calibration: DataSpec | None) -> None:
+    """Load a freshly written artifact on its runtime and run one sample, before it is published.
+
+    A quantizer that emits a model its runtime cannot load or run is a failed pass (exit 3).
+    """
+    try:
+        runner = load_runner(fmt, path)
+    except BadInput as e:
+        raise PassFailed(f"the quantized model does not load on its runtime: {e.message}",
+                         "try another --mode or --format, or --exclude the op named above") from e
+    source = calibration.open(artifact.inputs) if calibration is not None else open_source("random", artifact.inputs, samples=1)
+    feeds = collect(source, limit=1)
+    feeds.pop(LABELS, None)
+    try:
+        outputs = runner(feeds)
+    except Exception as e:
+        raise PassFailed(f"the quantized model loads but fails to run on its runtime: {type(e).__name__}: {str(e).strip()[:300]}",
+                         "try another --mode or --format, or --exclude the op named above") from e
+    bad = [k for k, v in outputs.items() if np.asarray(v).dtype.kind == "f" and not np.all(np.isfinite(v))]
+    if bad:
+        raise PassFailed(f"the quantized model produces NaN/Inf in output(s) {', '.join(bad)}",
+                         "check the calibration data covers the real input range, or keep those ops in float with --exclude")
+
+
+def quantization_quality(parent: Artifact, quantized: Artifact, heldout: CalibrationSource) -> dict[str, Any]:
+    """Compare a quantized artifact with its float parent on held-out data, batch by batch.
+
+    Returns size_ratio, top1_agreement (classifier-shaped outputs), max/mean abs error, sqnr_db (the worst output),
+    and accuracy / parent_accuracy / accuracy_drop (fractions) when the data carries labels.
+    """
+    parent_run = load_runner(parent.format, parent.path)
+    child_run = load_runner(quantized.format, quantized.path)
+    ref_parts: list[dict[str, np.ndarray]] = []
+    cand_parts: list[dict[str, np.ndarray]] = []
+    labels: list[np.ndarray] = []
+    labelled = True
+    for batch in heldout:
+        feeds = {k: v for k, v in batch.items() if k != LABELS}
+        ref_parts.append(parent_run(feeds))
+        cand_parts.append(child_run(feeds))
+        if LABELS in batch:
+            labels.append(np.asarray(batch[LABELS]))
+        else:
+            labelled = False
+    if not ref_parts:
+        raise BadInput(f"{heldout.description}: no held-out samples to validate on", "give --validation data with at least one sample")
+    ref = {k: np.concatenate([p[k] for p in ref_parts]) for k in ref_parts[0]}
+    cand = {k: np.concatenate([p[k] for p in cand_parts]) for k in cand_parts[0]}
+    per_output = compare_outputs(ref, cand)
+    record: dict[str, Any] = {
+        "size_ratio": quantized.size_bytes() / max(parent.size_bytes(), 1),
+        "top1_agreement": None,
+        "max_abs_error": worst(per_output, "max_abs_error"),
+        "mean_abs_error": worst(per_output, "mean_abs_error"),
+        "sqnr_db": worst(per_output, "sqnr_db"),
+        "accuracy": None, "parent_accuracy": None, "accuracy_drop": None,
+        "samples": int(len(next(iter(ref.values())))),
+        "data": heldout.description,
+        "parent": parent.name,
+        "outputs": per_output,
+    }
+    if any("top1_agreement" in m for m in per_output.values()):
+        record["top1_agreement"] = worst(per_output, "top1_agreement")
+    classifier = next((k for k, v in ref.items() if is_classifier_output(v)), None)
+    if labelled and labels and classifier is not None:
+        y = np.concatenate(labels)
+        cand_key = classifier if classifier in cand else list(cand)[list(ref).index(classifier)]
+        record["parent_accuracy"] = accuracy(ref[classifier], y)
+        record["accuracy"] = accuracy(cand[cand_key], y)
+        record["accuracy_drop"] = record["parent_accuracy"] - record["accuracy"]
+    return record
+
+
+__all__ = ["MODES", "PRECISION", "DataSpec", "check_mode", "quantization_quality", "quantized_file_name", "run_once"]

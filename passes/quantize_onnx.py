@@ -1,0 +1,190 @@
+"""QuantizeOnnx: static int8 (after quant_pre_process, QDQ or QOperator, calibrated), dynamic int8 weights, or fp16.
+
+All through onnxruntime (quantization, and the float16 converter it ships in onnxruntime.transformers),
+so no new dependency and no TensorFlow. Every result is loaded and run once before it is published.
+"""
+from __future__ import annotations
+
+import tempfile
+import contextlib
+import dataclasses
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from mdeploy.calibration.sources import DataSpec
+from mdeploy.passes.artifact import Artifact
+from mdeploy.passes.errors import BadInput
+from mdeploy.passes.fsio import atomic_output
+from mdeploy.passes.load import load_onnx_model, onnx_signature
+from mdeploy.passes.pipeline import Context, pass_params
+from mdeploy.passes.quantize import PRECISION, check_mode, quantized_file_name, require_calibration, run_once
+
+FORMATS = ("qdq", "qoperator")
+METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class QuantizeOnnx:
+    """ONNX -> quantized ONNX.
+
+    mode: int8 (static, calibrated) | dynamic (int8 weights, activations quantized at run time) | fp16.
+    format: qdq (QuantizeLinear/DequantizeLinear pairs, the default) | qoperator (QLinearConv, ...); int8 only.
+    per_channel: per-channel weight scales (int8 and dynamic).
+    method: calibration method for int8: minmax | entropy | percentile.
+    exclude: node names or op types to keep in float.
+    calibration: the calibration data (int8 only), as a DataSpec window.
+    keep_io_float: fp16 keeps float32 inputs and outputs (the default), casting inside the graph.
+    compact_names: rename internal tensors and nodes to short ids in the result. Converter-made names
+        ("model_1/dense_1/Cast/ReadVariableOp:0_quantized_scale") are a sixth of a small int8 model;
+        graph inputs and outputs keep their names.
+    file_name: output under OUTDIR/onnx/ (default model.<mode>.onnx).
+    """
+
+    name: ClassVar[str] = "quantize.onnx"
+    accepts: ClassVar[tuple[str, ...]] = ("onnx",)
+    produces: ClassVar[str] = "onnx"
+    mode: str = "int8"
+    format: str = "qdq"
+    per_channel: bool = True
+    method: str = "minmax"
+    exclude: tuple[str, ...] = ()
+    calibration: DataSpec | None = None
+    keep_io_float: bool = True
+    compact_names: bool = True
+    file_name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.format not in FORMATS:
+            raise BadInput(f"unknown ONNX quantization format '{self.format}'", f"choose from {', '.join(FORMATS)}")
+        if self.method not in METHODS:
+            raise BadInput(f"unknown calibration method '{self.method}'", f"choose from {', '.join(METHODS)}")
+
+    def output_path(self, ctx: Context) -> Path:
+        return Path(ctx.out_dir) / "onnx" / (self.file_name or quantized_file_name(self.mode, ".onnx"))
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+        final = self.output_path(ctx)
+        model = load_onnx_model(artifact.path)
+        names, types = self._exclusions(model)
+        with tempfile.TemporaryDirectory(prefix="mdeploy-quant-") as work, atomic_output(final, ctx.force) as tmp, quiet_quantizer():
+            if self.mode == "fp16":
+                self._fp16(model, tmp)
+            elif self.mode == "dynamic":
+                self._dynamic(artifact, tmp, names, types)
+            else:
+                self._static(artifact, Path(work), tmp, names, types, ctx)
+            if self.compact_names:
+                compact_tensor_names(tmp)
+            run_once(tmp, "onnx", artifact, self.calibration)
+        derived = artifact.derive(format="onnx", path=final, name=f"onnx-{self.mode}", precision=PRECISION[self.mode],
+                                  produced_by={"pass": self.name, "params": pass_params(self)},
+                                  calibration=self.calibration.spec if self.calibration and self.mode == "int8" else None)
+        inputs, outputs = onnx_signature(load_onnx_model(final, load_external_data=False))
+        return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
+
+    def _exclusions(self, model) -> tuple[list[str], set[str]]:
+        """Split --exclude into node names and op types; refuse what is neither, naming it."""
+        node_names = {n.name for n in model.graph.node}
+        op_types = {n.op_type for n in model.graph.node}
+        unknown = [e for e in self.exclude if e not in node_names and e not in op_types]
+        if unknown:
+            raise BadInput(f"--exclude {', '.join(unknown)}: no node or op type of that name in the model",
+                           f"op types present: {', '.join(sorted(op_types))}")
+        return [e for e in self.exclude if e in node_names], {e for e in self.exclude if e in op_types}
+
+    def _op_types(self, types: set[str], static: bool) -> list[str] | None:
+        if not types:
+            return None
+        from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
+
+        if not static:
+            registry = IntegerOpsRegistry
+        else:
+            registry = QDQRegistry if self.format == "qdq" else QLinearOpsRegistry
+        return sorted(t for t in registry if t not in types)
+
+    def _fp16(self, model, out: Path) -> None:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        converted = convert_float_to_float16(model, keep_io_types=self.keep_io_float,
+                                             node_block_list=[n.name for n in model.graph.node if n.name in self.exclude] or None,
+                                             op_block_list=sorted({n.op_type for n in model.graph.node if n.op_type in self.exclude}) or None)
+        onnx.save(converted, str(out))
+
+    def _dynamic(self, artifact: Artifact, out: Path, names: list[str], types: set[str]) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(artifact.path), str(out), per_channel=self.per_channel, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=names or None, op_types_to_quantize=self._op_types(types, static=False))
+
+    def _static(self, artifact: Artifact, work: Path, out: Path, names: list[str], types: set[str], ctx: Context) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        from mdeploy.calibration.adapters import OrtCalibrationReader, calibration_stride
+
+        calibration = require_calibration(self.mode, self.calibration, self.name)
+        pre = work / "preprocessed.onnx"
+        try:
+            quant_pre_process(str(artifact.path), str(pre))
+        except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; the plain route still works
+            ctx.warn(f"quant_pre_process failed ({type(e).__name__}: {str(e).strip()[:200]}); quantizing without symbolic shape inference")
+            quant_pre_process(str(artifact.path), str(pre), skip_symbolic_shape=True)
+        reader = OrtCalibrationReader(calibration.open(artifact.inputs))
+        if len(reader) == 0:
+            raise BadInput(f"{calibration.spec}: no calibration samples", "give calibration data with at least one sample")
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[self.method]
+        quantize_static(str(pre), str(out), reader,
+                        quant_format=QuantFormat.QDQ if self.format == "qdq" else QuantFormat.QOperator,
+                        per_channel=self.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method, nodes_to_exclude=names or None,
+                        op_types_to_quantize=self._op_types(types, static=True),
+                        # strides bound memory: ranges are merged every few batches instead of at the end
+                        extra_options={"CalibStridedMinMax": calibration_stride(len(reader))})
+
+
+@contextlib.contextmanager
+def quiet_quantizer():
+    """onnxruntime.quantization print()s progress and logs advice on the root logger; the library never prints,
+    and --json promises a clean stdout, so both are held back while it runs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def compact_tensor_names(path: Path) -> None:
+    """Rename every internal tensor and node of the model at `path` to a short id, in place (graph I/O untouched)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return  # subgraphs capture outer names implicitly; leave such models alone
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for i, node in enumerate(graph.node):
+        node.name = f"n{i}"
+        node.input[:] = [short(x) for x in node.input]
+        node.output[:] = [short(x) for x in node.output]
+    for v in graph.value_info:
+        v.name = short(v.name)
+    onnx.save(model, str(path))

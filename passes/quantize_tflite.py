@@ -1,0 +1,85 @@
+"""QuantizeTflite: Keras/SavedModel -> TFLite with full-integer int8 (representative dataset), dynamic-range, or fp16 weights.
+
+It converts through convert.tflite_converter, so the signature (input/output names) matches the float TFLite.
+TensorFlow is imported only when the pass runs. Each result is loaded and run once on LiteRT before it is published.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from mdeploy.calibration.sources import DataSpec
+from mdeploy.passes.artifact import Artifact
+from mdeploy.passes.errors import BadInput
+from mdeploy.passes.pipeline import Context, pass_params
+from mdeploy.passes.quantize import PRECISION, check_mode, quantized_file_name, require_calibration, run_once
+
+IO_TYPES = ("float", "int8")
+
+
+@dataclass(frozen=True)
+class QuantizeTflite:
+    """Keras or SavedModel -> quantized TFLite.
+
+    mode: int8 (full integer: every op int8, calibrated on `calibration`) | dynamic (dynamic-range: int8 weights,
+          float activations) | fp16 (float16 weights).
+    io: float keeps float32 inputs/outputs (quantized inside the graph); int8 gives integer-only I/O for
+        microcontroller-class devices (int8 mode only). LiteRT callers then (de)quantize with each tensor's scale/zero point.
+    calibration: the representative dataset for int8, as a DataSpec window.
+    file_name: output under OUTDIR/tflite/ (default model.<mode>.tflite).
+    """
+
+    name: ClassVar[str] = "quantize.tflite"
+    accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel")
+    produces: ClassVar[str] = "tflite"
+    mode: str = "int8"
+    io: str = "float"
+    calibration: DataSpec | None = None
+    file_name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.io not in IO_TYPES:
+            raise BadInput(f"unknown --io '{self.io}'", f"choose from {', '.join(IO_TYPES)}")
+        if self.io == "int8" and self.mode != "int8":
+            raise BadInput(f"--io int8 needs --mode int8 (got --mode {self.mode})", "integer I/O exists only for full-integer models")
+
+    def output_path(self, ctx: Context) -> Path:
+        return Path(ctx.out_dir) / "tflite" / (self.file_name or quantized_file_name(self.mode, ".tflite"))
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+        from mdeploy.passes.convert import tflite_converter, write_tflite
+        from mdeploy.passes.tf_env import import_tf
+
+        tf = import_tf()
+        final = self.output_path(ctx)
+        workdir = Path(tempfile.mkdtemp(prefix="mdeploy-tflite-q-"))
+        try:
+            converter = tflite_converter(artifact, workdir)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if self.mode == "fp16":
+                converter.target_spec.supported_types = [tf.float16]
+            elif self.mode == "int8":
+                from mdeploy.calibration.adapters import representative_dataset
+
+                calibration = require_calibration(self.mode, self.calibration, self.name)
+                converter.representative_dataset = representative_dataset(
+                    calibration.open(artifact.inputs), {t.name: t.dtype for t in artifact.inputs})
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                if self.io == "int8":
+                    converter.inference_input_type = tf.int8
+                    converter.inference_output_type = tf.int8
+            write_tflite(converter, final, ctx.force, verify=lambda tmp: run_once(tmp, "tflite", artifact, self.calibration))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        from mdeploy.passes.runtimes import litert_interpreter, tflite_signature
+
+        derived = artifact.derive(format="tflite", path=final, name=f"tflite-{self.mode}", precision=PRECISION[self.mode],
+                                  produced_by={"pass": self.name, "params": pass_params(self)}, io=self.io,
+                                  calibration=self.calibration.spec if self.calibration and self.mode == "int8" else None)
+        _, inputs, outputs = tflite_signature(litert_interpreter(final))  # int8 I/O changes the dtypes
+        return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
