@@ -113,7 +113,7 @@ def masks_for(weights: list[KerasWeight], values: dict[str, np.ndarray], sparsit
               pattern: tuple[int, int] | None) -> dict[str, np.ndarray]:
     if pattern is not None:
         n, m = pattern
-        return {w.name: nm_mask(values[w.name], n, m, w.input_axis, w.name) for w in weights}
+        return {w.name: nm_mask(values[w.name], n, m, w.input_axis, w.name, w.layer) for w in weights}
     if scope == "global":
         return global_masks(values, sparsity)
     return layer_masks(values, sparsity)
@@ -192,7 +192,7 @@ class PruneKeras:
         selected = [w for w in all_weights if w.layer in selected_layers]
         if pattern is not None:
             for w in [w for w in selected if w.input_axis is None]:
-                skipped[w.layer] = f"{w.kind} has no input-channel reduction for an N:M pattern"
+                skipped[w.layer] = f"{w.kind}: no N:M along its input"
                 ctx.warn(f"{w.layer}: a {w.kind} kernel cannot hold an N:M pattern; left dense")
             selected = [w for w in selected if w.input_axis is not None]
         if not selected:

@@ -113,7 +113,7 @@ class PruneOnnx:
         selected = [w for w in all_weights if w.layer in selected_layers]
         if pattern is not None:
             for w in [w for w in selected if w.input_axis is None]:
-                skipped[w.layer] = "depthwise Conv has no input-channel reduction for an N:M pattern"
+                skipped[w.layer] = "depthwise Conv: no N:M along its input"
                 ctx.warn(f"{w.layer}: a depthwise Conv cannot hold an N:M pattern; left dense")
             selected = [w for w in selected if w.input_axis is not None]
         if not selected:
@@ -123,7 +123,7 @@ class PruneOnnx:
         inits = {i.name: i for i in model.graph.initializer}
         values = {w.name: numpy_helper.to_array(inits[w.name]) for w in selected}
         if pattern is not None:
-            masks = {w.name: nm_mask(values[w.name], *pattern, w.input_axis, w.layer) for w in selected}
+            masks = {w.name: nm_mask(values[w.name], *pattern, w.input_axis, w.name, w.layer) for w in selected}
         elif self.scope == "global":
             masks = global_masks(values, target)
         else:

@@ -78,7 +78,7 @@ def layer_masks(weights: Mapping[str, np.ndarray], sparsity: float) -> dict[str,
     return {n: magnitude_mask(w, sparsity) for n, w in weights.items()}
 
 
-def nm_mask(weight: np.ndarray, n: int, m: int, axis: int, name: str = "weight") -> np.ndarray:
+def nm_mask(weight: np.ndarray, n: int, m: int, axis: int, name: str = "weight", layer: str | None = None) -> np.ndarray:
     """Keep the n largest of every m consecutive weights along `axis` (the input dimension).
 
     Raises BadInput when `axis` is not a multiple of m, naming the weight and its shape.
@@ -89,7 +89,7 @@ def nm_mask(weight: np.ndarray, n: int, m: int, axis: int, name: str = "weight")
     if size % m:
         raise BadInput(f"--pattern {n}:{m} does not divide the input dimension of {name}: {size} (shape {list(w.shape)}) "
                        f"is not a multiple of {m}",
-                       f"exclude it with --exclude '{name.split('/')[0]}', or use a pattern whose M divides {size}")
+                       f"keep that layer dense with --exclude '{layer or name}'")
     moved = np.moveaxis(w, axis, -1)
     groups = moved.reshape(*moved.shape[:-1], size // m, m)
     order = np.argsort(-groups, axis=-1, kind="stable")  # largest first
@@ -148,8 +148,8 @@ def select_layers(layers: list[str], exclude: tuple[str, ...] = (), prune_first_
     skipped: dict[str, str] = {}
     unique = list(dict.fromkeys(layers))
     if not prune_first_last and len(unique) > 2:
-        skipped[unique[0]] = "first layer (kept dense by policy; --prune-first-last to prune it)"
-        skipped[unique[-1]] = "last layer (kept dense by policy; --prune-first-last to prune it)"
+        skipped[unique[0]] = "first layer: dense by policy"
+        skipped[unique[-1]] = "last layer: dense by policy"
     unmatched = []
     for pattern in exclude:
         hits = [name for name in unique if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name.split("/")[-1], pattern)]

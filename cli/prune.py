@@ -1,0 +1,160 @@
+"""`mdeploy prune`: magnitude pruning of a Keras (optionally with gradual fine-tuning) or ONNX model, reported per layer."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mdeploy.cli._common import ForceOpt, JsonOpt, ModelArg, OutDirOpt, emit_json, progress, stdout, warn
+from mdeploy.passes.errors import BadInput
+from mdeploy.passes.report import Report
+
+
+def labelled_accuracy(artifact, data: str) -> float | None:
+    """Top-1 accuracy of `artifact` on labelled data, through the runtime table; None when the output is not a classifier's."""
+    from mdeploy.calibration import LABELS, collect, open_source
+    from mdeploy.passes.compare import accuracy, is_classifier_output
+    from mdeploy.passes.runtimes import load_runner, run_batched
+
+    batch = collect(open_source(data, artifact.inputs))
+    labels = batch.pop(LABELS)
+    outputs = run_batched(load_runner(artifact.format, artifact.path), batch)
+    first = next(iter(outputs.values()))
+    return accuracy(first, labels) if is_classifier_output(first) else None
+
+
+def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "layer", exclude: tuple[str, ...] = (),
+          prune_first_last: bool = False, pattern: str | None = None, fine_tune: str | None = None, epochs: int = 2,
+          batch_size: int = 32, learning_rate: float = 1e-3, loss: str | None = None, metric: str | None = None,
+          initial_sparsity: float = 0.0, begin_step: int = 0, end_step: int | None = None, frequency: int | None = None,
+          data: str | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
+    """Prune `model` into OUTDIR (keras/model.pruned.keras or onnx/model.pruned.onnx) and add its record, with a
+    `pruning` section, to OUTDIR/report.json. With labelled `data`, accuracy is measured before and after."""
+    from mdeploy.calibration import open_source
+    from mdeploy.passes.fsio import ensure_writable
+    from mdeploy.passes.load import open_artifact
+    from mdeploy.passes.pipeline import Context, run_pass
+    from mdeploy.passes.prune import pruning_pass
+    from mdeploy.passes.report import artifact_record
+    from mdeploy.passes.sparsity import check_sparsity, parse_pattern
+
+    stage = on_stage or (lambda text: None)
+    nm = parse_pattern(pattern)
+    if nm is None and sparsity is None:
+        raise BadInput("pass --sparsity (a fraction in [0, 1)) or --pattern N:M", "for example --sparsity 0.5")
+    if sparsity is not None:
+        check_sparsity(sparsity)
+        if nm is not None and abs(sparsity - (1 - nm[0] / nm[1])) > 1e-9:
+            raise BadInput(f"--pattern {pattern} fixes the sparsity at {1 - nm[0] / nm[1]:g}, but --sparsity is {sparsity:g}",
+                           "drop --sparsity when using --pattern")
+    if scope not in ("layer", "global"):
+        raise BadInput(f"--scope must be layer or global, got {scope!r}", "use --scope layer or --scope global")
+    stage("loading the model")
+    source = open_artifact(model)
+    target = (1 - nm[0] / nm[1]) if nm else float(sparsity)
+    params: dict[str, Any] = dict(sparsity=target, scope=scope, exclude=tuple(exclude), prune_first_last=prune_first_last,
+                                  pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,
+                                  learning_rate=learning_rate, loss=loss, metric=metric, initial_sparsity=initial_sparsity,
+                                  begin_step=begin_step, end_step=end_step, frequency=frequency, seed=seed)
+    p = pruning_pass(source.format, **params)
+    ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, on_stage=stage, seed=seed)
+    ensure_writable(p.output_path(ctx), force)  # fail before any work
+    if data is not None:
+        src = open_source(data, source.inputs)
+        if not src.has_labels:
+            raise BadInput(f"{data}: no labels, so accuracy cannot be measured",
+                           "save the labels in the .npz under the key 'labels' (or 'y')")
+    report = Report.load_or_new(out_dir, source)
+    accuracy_before = None
+    if data is not None:
+        stage("accuracy of the source model")
+        accuracy_before = labelled_accuracy(source, data)
+    steps: list = []
+    artifact = run_pass(p, source, ctx, steps)
+    record = artifact_record(artifact, out_dir)
+    pruning = record["meta"].pop("pruning")
+    if data is not None:
+        stage("accuracy of the pruned model")
+        pruning["accuracy_before"] = accuracy_before
+        pruning["accuracy_after"] = labelled_accuracy(artifact, data)
+        pruning["accuracy_data"] = str(data)
+    else:
+        pruning["accuracy_before"] = pruning["accuracy_after"] = None
+    pruning["warnings"] = list(ctx.warnings)
+    record["pruning"] = pruning
+    report.add_artifact(record)
+    report.add_steps(steps)
+    report.warnings.extend(ctx.warnings)
+    report.save(out_dir)
+    return report
+
+
+def render_pruning(record: dict[str, Any], out_dir: Path) -> None:
+    from rich.table import Table
+
+    from mdeploy.cli._format import human_bytes
+
+    p = record["pruning"]
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    title = f"mdeploy prune: {record['path']} ({p['scope']}{', ' + p['pattern'] if p['pattern'] else ''})"
+    table = Table(title=title)
+    for col in ("layer", "kind", "shape", "params", "target", "achieved", "note"):
+        table.add_column(col, justify="right" if col in ("params", "target", "achieved") else "left")
+    for layer in p["layers"]:
+        table.add_row(layer["name"], layer["kind"], "x".join(map(str, layer["shape"])), f"{layer['params']:,}",
+                      pct(layer["target"]), pct(layer["achieved"]), layer["note"])
+    table.add_row("[bold]pruned kernels[/]", "", "", f"{p['pruned_params']:,}", pct(p["target_sparsity"]),
+                  pct(p["achieved_sparsity"]), "")
+    table.add_row("[bold]whole model[/]", "", "", f"{p['params']:,}", "", pct(p["model_sparsity"]), "incl. biases, norms")
+    stdout.print(table)
+    stdout.print(f"size: {human_bytes(p['size_bytes_before'])} -> {human_bytes(p['size_bytes_after'])}   "
+                 f"gzip: {human_bytes(p['gzip_bytes_before'])} -> {human_bytes(p['gzip_bytes_after'])} "
+                 f"({100 * (1 - p['gzip_bytes_after'] / p['gzip_bytes_before']):.0f}% smaller)", highlight=False)
+    stdout.print(f"note: {p['note']}", highlight=False)
+    if any(layer["note"].endswith("by policy") for layer in p["layers"]):
+        stdout.print("note: the first and last prunable layers stay dense by default; --prune-first-last prunes them too",
+                     highlight=False)
+    if p.get("accuracy_before") is not None:
+        stdout.print(f"accuracy on {p['accuracy_data']}: {100 * p['accuracy_before']:.2f}% -> "
+                     f"{100 * p['accuracy_after']:.2f}%", highlight=False)
+    stdout.print(f"output: {out_dir / record['path']}\nreport: {out_dir / 'report.json'}", highlight=False)
+
+
+def prune_cli(
+    model: ModelArg,
+    sparsity: Annotated[float | None, typer.Option("--sparsity", help="Fraction of weights to zero, in [0, 1).")] = None,
+    out_dir: OutDirOpt = Path("mdeploy-out"),
+    scope: Annotated[str, typer.Option("--scope", help="layer: every layer to the target; global: one magnitude threshold.")] = "layer",
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Layer-name pattern (fnmatch) to keep dense; repeatable.")] = None,
+    prune_first_last: Annotated[bool, typer.Option("--prune-first-last", help="Also prune the first and last prunable layer (dense by default).")] = False,
+    pattern: Annotated[str | None, typer.Option("--pattern", help="N:M structured sparsity along the input dimension, e.g. 2:4.")] = None,
+    fine_tune: Annotated[str | None, typer.Option("--fine-tune", help="Labelled .npz to fine-tune on while pruning gradually (Keras only).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs.")] = 2,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Fine-tuning batch size.")] = 32,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Fine-tuning learning rate (Adam).")] = 1e-3,
+    loss: Annotated[str | None, typer.Option("--loss", help="Fine-tuning loss (default: the model's compiled loss).")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="Fine-tuning metric (default: the model's compiled metrics).")] = None,
+    initial_sparsity: Annotated[float, typer.Option("--initial-sparsity", help="Schedule: sparsity at the begin step.")] = 0.0,
+    begin_step: Annotated[int, typer.Option("--begin-step", help="Schedule: optimizer step where pruning starts.")] = 0,
+    end_step: Annotated[int | None, typer.Option("--end-step", help="Schedule: step where the final sparsity is reached (default: 75% of the steps).")] = None,
+    frequency: Annotated[int | None, typer.Option("--frequency", help="Schedule: steps between mask updates (default: a tenth of the pruning window).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Labelled .npz for accuracy before and after.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for fine-tuning.")] = 0,
+    json_out: JsonOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Zero the smallest weights of a Keras or ONNX model; report target vs achieved sparsity, sizes and accuracy."""
+    with progress("pruning", quiet=json_out) as on_stage:
+        report = prune(model, sparsity, out_dir, scope=scope, exclude=tuple(exclude or ()), prune_first_last=prune_first_last,
+                       pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,
+                       learning_rate=learning_rate, loss=loss, metric=metric, initial_sparsity=initial_sparsity,
+                       begin_step=begin_step, end_step=end_step, frequency=frequency, data=data, force=force,
+                       seed=seed, on_stage=on_stage)
+    record = report.artifacts[-1]  # add_artifact appends
+    for w in record["pruning"]["warnings"]:
+        warn(w)
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        render_pruning(record, out_dir)
