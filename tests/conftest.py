@@ -82,3 +82,29 @@ def tiny_keras(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def digits_train_npz(tmp_path_factory) -> Path:
+    """The digits training split (1,497 labelled samples) as an .npz, for fine-tuning tests."""
+    import sys
+
+    sys.path.insert(0, str(SAMPLES))
+    try:
+        from build_digits import INPUT_NAME, load_splits
+    finally:
+        sys.path.remove(str(SAMPLES))
+    (x, y), _, _ = load_splits()
+    path = tmp_path_factory.mktemp("digits_train") / "digits_train.npz"
+    np.savez(path, **{INPUT_NAME: x, "labels": y})
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_pruned(tmp_path_factory, digits_model, digits_validation) -> Path:
+    """OUTDIR holding the digits sample pruned one-shot to 50% (keras/model.pruned.keras), with accuracy measured."""
+    from mdeploy.cli.prune import prune
+
+    out = tmp_path_factory.mktemp("digits_pruned")
+    prune(digits_model, 0.5, out, data=str(digits_validation))
+    return out
