@@ -1,0 +1,87 @@
+"""`mdeploy bench`: latency percentiles, throughput, load time and peak memory of each model on its own runtime."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mdeploy.cli._common import JsonOpt, emit_json, progress, stdout
+from mdeploy.cli.report import wide_console
+
+
+def bench_models(models: list[Path], *, batch: int = 1, threads: int | None = None, warmup: int = 10, runs: int = 100,
+                 out_dir: Path | None = None, on_stage=None) -> list[dict[str, Any]]:
+    """Benchmark each model in its own subprocess; with `out_dir`, add each result to its report.json."""
+    from mdeploy.passes.bench import bench
+    from mdeploy.passes.load import open_artifact
+    from mdeploy.passes.report import Report
+    from mdeploy.passes.report_update import add_bench, find_record
+
+    report = Report.load(out_dir) if out_dir is not None else None
+    artifacts = []
+    for m in models:
+        a = open_artifact(m)
+        name = str(m)
+        if report is not None:
+            entry = find_record(report, out_dir, a.path)  # the resolved path (a SavedModel's version dir)
+            name = "source" if entry == "source" else (entry["name"] if entry else name)
+            if isinstance(entry, dict) and entry.get("precision"):
+                a = dataclasses.replace(a, meta={**a.meta, "precision": entry["precision"]})
+        artifacts.append(dataclasses.replace(a, name=name))
+    results = []
+    for a in artifacts:
+        if on_stage:
+            on_stage(a.name)
+        results.append(bench(a, batch=batch, threads=threads, warmup=warmup, runs=runs))
+    if report is not None:
+        for r in results:
+            add_bench(report, out_dir, r)
+        report.save(out_dir)
+    return results
+
+
+def render(results: list[dict[str, Any]]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from mdeploy.cli._format import human_bytes
+
+    first = results[0]
+    table = Table(title=f"bench: batch {first['batch']}, {first['runs']} runs after {first['warmup']} warm-up, "
+                        f"threads {first['threads'] or 'default'}")
+    table.box = box.SIMPLE_HEAD
+    for c in ("model", "format", "p50 ms", "p90 ms", "p99 ms", "samples/s", "load s", "peak RSS"):
+        table.add_column(c, justify="left" if c in ("model", "format") else "right")
+    for r in results:
+        lat = r["latency_ms"]
+        table.add_row(r["name"], r["format"], f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
+                      f"{r['throughput_per_s']:.1f}", f"{r['load_seconds']:.3f}", human_bytes(r["peak_rss_bytes"]))
+    wide_console().print(table)
+    runtimes = sorted({r["runtime"] for r in results})
+    stdout.print("runtimes: " + ", ".join(runtimes), highlight=False)
+    m = first["machine"]
+    stdout.print(f"machine: {m['cpu']}, {m['logical_cores']} logical / {m['physical_cores']} physical cores, {m['os']}",
+                 highlight=False)
+
+
+def bench_cli(
+    models: Annotated[list[Path], typer.Argument(help="Models to measure (.keras, .h5, .onnx, .tflite, SavedModel).", show_default=False)],
+    batch: Annotated[int, typer.Option("--batch", help="Samples per call.")] = 1,
+    threads: Annotated[int | None, typer.Option("--threads", help="Runtime threads (default: the runtime's own).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls first.")] = 10,
+    runs: Annotated[int, typer.Option("--runs", help="Timed calls.")] = 100,
+    out_dir: Annotated[Path | None, typer.Option("--output", "-o", help="OUTDIR whose report.json gets the results.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure latency p50/p90/p99, throughput, load time and peak memory, each model in its own process."""
+    with progress("benchmarking", quiet=json_out) as on_stage:
+        results = bench_models(models, batch=batch, threads=threads, warmup=warmup, runs=runs, out_dir=out_dir,
+                               on_stage=on_stage)
+    if json_out:
+        emit_json(results)
+    else:
+        render(results)
+        if out_dir is not None:
+            stdout.print(f"report: {out_dir / 'report.json'}", highlight=False)

@@ -1,0 +1,144 @@
+"""`mdeploy validate`: run a reference and candidates on the same data, compare every output, and gate on thresholds."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mdeploy.cli._common import JsonOpt, emit_json, progress, stderr, stdout
+from mdeploy.passes.errors import BadInput, CheckFailed
+from mdeploy.passes.validate import Thresholds, ValidationResult
+
+
+def validate_models(reference: Path, candidates: list[Path], data: str, thresholds: Thresholds = Thresholds(), *,
+                    out_dir: Path | None = None, batch_size: int = 64, limit: int | None = None,
+                    threads: int | None = None) -> ValidationResult:
+    """Open the models and the data, validate, and (with `out_dir`) add the results to its report.json.
+
+    Candidates are named by their record in OUTDIR's report when they are in it, else by the path as given.
+    """
+    from mdeploy.calibration import open_source
+    from mdeploy.passes.load import open_artifact
+    from mdeploy.passes.report import Report
+    from mdeploy.passes.report_update import add_validation, record_name
+    from mdeploy.passes.validate import validate
+
+    if batch_size < 1 or (limit is not None and limit < 1):
+        raise BadInput("--batch-size and --limit must be at least 1", "pass positive numbers")
+    report = Report.load(out_dir) if out_dir is not None else None  # BadInput when OUTDIR has no report.json
+    names: dict[str, Path] = {}
+
+    def label(path: Path, given: Path) -> str:
+        name = (record_name(report, out_dir, path) if report is not None else None) or str(given)
+        base, i = name, 2
+        while name in names:
+            name, i = f"{base}#{i}", i + 1
+        names[name] = Path(path)
+        return name
+
+    ref = open_artifact(reference)  # its .path is the resolved one (a SavedModel's version directory)
+    ref = dataclasses.replace(ref, name=(record_name(report, out_dir, ref.path) if report else None) or str(reference))
+    opened = [open_artifact(c) for c in candidates]
+    cands = [dataclasses.replace(a, name=label(a.path, p), meta={**a.meta, **_precision(report, out_dir, a.path)})
+             for a, p in zip(opened, candidates)]
+    source = open_source(data, ref.inputs, batch_size=batch_size)
+    result = validate(ref, cands, source, thresholds, limit=limit, threads=threads)
+    if report is not None:
+        add_validation(report, out_dir, result, names, ref.path)
+        report.save(out_dir)
+    return result
+
+
+def _precision(report, out_dir, path) -> dict:
+    """The precision the report knows for an artifact (a file alone does not say it was quantized)."""
+    if report is None:
+        return {}
+    from mdeploy.passes.report_update import find_record
+
+    entry = find_record(report, out_dir, path)
+    return {"precision": entry["precision"]} if isinstance(entry, dict) and entry.get("precision") else {}
+
+
+ROWS = [("accuracy", "accuracy"), ("accuracy drop", "accuracy_drop"), ("top-1 agreement", "top1_agreement"),
+        ("top-5 agreement", "top5_agreement"), ("max abs error", "max_abs_error"), ("mean abs error", "mean_abs_error"),
+        ("cosine similarity", "cosine_similarity"), ("SQNR dB", "sqnr_db"), ("NaN / Inf", None)]
+
+
+def render(result: ValidationResult) -> None:
+    """Metrics down, candidates across: stays readable in 80 columns with a handful of candidates."""
+    from rich.table import Table
+
+    from mdeploy.cli._format import fmt_float
+
+    table = Table(title=f"validate: {len(result.candidates)} candidate(s) against {result.reference}\n"
+                        f"on {result.data} ({result.samples} samples)")
+    table.add_column("metric", no_wrap=True)
+    for c in result.candidates:
+        table.add_column(f"{c.name}\n{c.format} {c.precision}", justify="right", overflow="fold")
+    failing = {(f.candidate, f.metric, f.output) for f in result.failures}
+    multi = any(len(c.outputs) > 1 for c in result.candidates)
+    out_names = list(result.candidates[0].outputs)
+
+    def cell(c, key, out=None):
+        if key is None:
+            m = c.outputs[out]
+            text = f"{m['nan_count']} / {m['inf_count']}"
+            bad = any((c.name, k, out if multi else None) in failing for k in ("nan_count", "inf_count"))
+        elif key in ("accuracy", "accuracy_drop"):
+            v = getattr(c, key)
+            text, bad = fmt_float(v, 4), (c.name, key, None) in failing
+        else:
+            v = c.outputs.get(out, {}).get(key)
+            text, bad = fmt_float(v, 6 if "error" in key or key == "cosine_similarity" else 4), (c.name, key, out if multi else None) in failing
+        return f"[red]{text}[/]" if bad else text
+
+    for label, key in ROWS[:2]:
+        table.add_row(label, *[cell(c, key) for c in result.candidates])
+    for out in out_names:
+        for label, key in ROWS[2:]:
+            table.add_row(f"{label} [{out}]" if multi else label, *[cell(c, key, out) for c in result.candidates])
+    table.add_row("status", *["[green]pass[/]" if c.passed else "[red]FAIL[/]" for c in result.candidates])
+    stdout.print(table)
+    if result.reference_accuracy is not None:
+        stdout.print(f"reference accuracy: {result.reference_accuracy:.4f}", highlight=False)
+    stdout.print(f"thresholds: {result.thresholds.describe()}", highlight=False)
+    for c in result.candidates:
+        if c.layout:
+            stdout.print(f"{c.name}: {c.layout}", highlight=False)
+        for f in c.failures:
+            stdout.print(f"[red]FAIL[/] {f}", highlight=False)
+
+
+def validate_cli(
+    reference: Annotated[Path, typer.Argument(help="The model the candidates are compared with.", show_default=False)],
+    candidates: Annotated[list[Path], typer.Argument(help="One or more candidate models.", show_default=False)],
+    data: Annotated[str, typer.Option("--data", help="Validation data: .npz keyed by input name (labels under `labels`/`y` give accuracy), a .npy directory, images, .csv.", show_default=False)],
+    max_accuracy_drop: Annotated[float | None, typer.Option("--max-accuracy-drop", help="Fail when accuracy drops more than this (fraction; needs labels).")] = 0.01,
+    min_agreement: Annotated[float | None, typer.Option("--min-agreement", help="Fail when top-1 agreement with the reference is below this.")] = 0.99,
+    max_abs_error: Annotated[float | None, typer.Option("--max-abs-error", help="Fail when any output's max abs error exceeds this (off by default).")] = None,
+    min_sqnr: Annotated[float | None, typer.Option("--min-sqnr", help="Fail when any output's SQNR (dB) is below this (off by default).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per runtime call.")] = 64,
+    limit: Annotated[int | None, typer.Option("--limit", help="Use at most this many samples.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Runtime threads (default: the runtime's own).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--output", "-o", help="OUTDIR whose report.json gets the results.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare candidates with a reference on the same data; exit 1 when one breaks a threshold."""
+    thresholds = Thresholds(max_accuracy_drop, min_agreement, max_abs_error, min_sqnr)
+    with progress("validating", quiet=json_out):
+        result = validate_models(reference, candidates, data, thresholds, out_dir=out_dir, batch_size=batch_size,
+                                 limit=limit, threads=threads)
+    if json_out:
+        emit_json(result.to_dict())
+    else:
+        render(result)
+        if result.labels and result.reference_accuracy is None:
+            stderr.print("[yellow]warning:[/] labels given but no classifier-shaped output: accuracy not computed")
+        if out_dir is not None:
+            stdout.print(f"report: {out_dir / 'report.json'}", highlight=False)
+    if not result:
+        lines = "; ".join(str(f) for f in result.failures)
+        raise CheckFailed(f"validation failed: {lines}",
+                          f"thresholds were: {thresholds.describe()}; loosen them with the flags or fix the candidate")

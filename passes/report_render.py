@@ -1,0 +1,276 @@
+"""The comparison a user or CI decides by: report.json turned into rows per artifact, rendered as a rich
+table, a Markdown PR comment, or one self-contained HTML file with inline SVG charts (no JavaScript, no network).
+
+Reads what other commands wrote and tolerates any section being missing:
+  artifact records: name, format, path, size_bytes, precision, sparsity, checks {passed, ...}, status,
+    quality {accuracy, accuracy_drop, ...} (quantize), validation {...} (validate), bench {...} (bench);
+  report.extra: source_metrics {accuracy, bench}, validation {...}, validation_thresholds {...}, bench_machine {...}.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from mdeploy.passes.report import Report
+
+TARGETS = {"onnx": "cloud", "savedmodel": "cloud", "tflite": "edge"}
+
+
+def _num(x: Any) -> float | None:
+    """A finite float, or None (report.json writes inf/nan as strings)."""
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _p50(bench: dict[str, Any] | None) -> float | None:
+    return _num(((bench or {}).get("latency_ms") or {}).get("p50"))
+
+
+def _status(record: dict[str, Any]) -> tuple[str, str]:
+    """(ok | failed | rejected | -, why)."""
+    if record.get("status") == "rejected":
+        return "rejected", str(record.get("reason") or record.get("note") or "")
+    checks = record.get("checks") or {}
+    validation = record.get("validation") or {}
+    if checks.get("passed") is False:
+        return "failed", "parity"
+    if validation.get("passed") is False:
+        metrics = sorted({f.get("metric", "?") for f in validation.get("failures", [])})
+        return "failed", "gate: " + ", ".join(metrics) if metrics else "gate"
+    if checks.get("passed") is True or validation.get("passed") is True:
+        return "ok", ""
+    return "-", ""
+
+
+def comparison_rows(report: Report) -> list[dict[str, Any]]:
+    """One row per artifact, the source first: the numbers every rendering shows."""
+    extra = report.extra or {}
+    source_metrics = extra.get("source_metrics") or {}
+    source_size = _num(report.source.get("size_bytes"))
+    source_bench = source_metrics.get("bench") or {}
+    source_lat = _p50(source_bench)
+    source_acc = _num(source_metrics.get("accuracy"))
+    rows = [{
+        "name": "source", "format": report.source.get("format", "-"), "precision": "float32", "sparsity": None,
+        "size_bytes": source_size, "size_ratio": 1.0 if source_size else None, "latency_ms": source_lat,
+        "speedup": 1.0 if source_lat else None, "accuracy": source_acc, "accuracy_drop": None,
+        "status": "source", "why": "", "target": "source", "best": False,
+    }]
+    gate_ran = any("validation" in a for a in report.artifacts)
+    for a in report.artifacts:
+        validation = a.get("validation") or {}
+        quality = a.get("quality") or {}
+        bench = a.get("bench") or {}
+        size = _num(a.get("size_bytes"))
+        lat = _p50(bench)
+        same_batch = bench.get("batch") == source_bench.get("batch")
+        acc = _num(validation.get("accuracy"))
+        drop = _num(validation.get("accuracy_drop"))
+        if acc is None:
+            acc, drop = _num(quality.get("accuracy")), _num(quality.get("accuracy_drop"))
+        if drop is None and acc is not None and source_acc is not None:
+            drop = source_acc - acc
+        status, why = _status(a)
+        sparsity = _num(a.get("sparsity"))
+        if sparsity is None:
+            sparsity = _num((a.get("pruning") or {}).get("sparsity"))
+        rows.append({
+            "name": a.get("name", "?"), "format": a.get("format", "-"), "precision": a.get("precision") or "float32",
+            "sparsity": sparsity, "size_bytes": size,
+            "size_ratio": size / source_size if size and source_size else None,
+            "latency_ms": lat, "speedup": source_lat / lat if lat and source_lat and same_batch else None,
+            "accuracy": acc, "accuracy_drop": drop, "status": status, "why": why,
+            "target": TARGETS.get(a.get("format", ""), "-"), "best": False,
+            "eligible": status == "ok" and (validation.get("passed") is True or not gate_ran),
+        })
+    _mark_best(rows)
+    return rows
+
+
+def _mark_best(rows: list[dict[str, Any]]) -> None:
+    """Best per target among artifacts that passed: the fastest (p50) when measured, else the smallest."""
+    for target in ("cloud", "edge"):
+        pool = [r for r in rows if r["target"] == target and r.get("eligible")]
+        timed = [r for r in pool if r["latency_ms"] is not None]
+        if timed:
+            min(timed, key=lambda r: r["latency_ms"])["best"] = True
+        elif pool:
+            sized = [r for r in pool if r["size_bytes"] is not None]
+            if sized:
+                min(sized, key=lambda r: r["size_bytes"])["best"] = True
+
+
+# --------------------------------------------------------------------------- cell formatting
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 100:+.2f} pp" if signed else f"{x * 100:.2f}%"
+
+
+def _x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else (f"{x:.3f} ms" if x < 10 else f"{x:.1f} ms")
+
+
+def cells(row: dict[str, Any]) -> list[str]:
+    status = row["status"] + (f" ({row['why']})" if row["why"] else "")
+    return [row["name"] + (" ★" if row["best"] else ""), row["format"], row["precision"],
+            "-" if row["sparsity"] is None else f"{row['sparsity'] * 100:.0f}%",
+            _bytes(row["size_bytes"]), _x(row["size_ratio"]), _ms(row["latency_ms"]), _x(row["speedup"]),
+            _pct(row["accuracy"]), "-" if row["accuracy_drop"] is None else _pct(0.0 - row["accuracy_drop"] + 0.0, signed=True),
+            status]
+
+
+# The terminal table has to fit 80 columns; Markdown and HTML spell the headers out.
+SHORT_HEADERS = ["artifact", "format", "prec", "sparse", "size", "×src", "p50", "speedup", "acc", "Δacc", "check"]
+HEADERS = ["artifact", "format", "precision", "sparsity", "size", "size vs source", "latency p50", "speedup",
+           "accuracy", "accuracy change", "status"]
+
+
+def _gate_line(report: Report) -> str | None:
+    thresholds = (report.extra or {}).get("validation_thresholds")
+    if not thresholds:
+        return None
+    parts = [f"{k.replace('_', '-')} {v}" for k, v in thresholds.items() if v is not None]
+    return "gate: " + (", ".join(parts) if parts else "none")
+
+
+def _machine_line(report: Report) -> str | None:
+    m = (report.extra or {}).get("bench_machine")
+    if not m:
+        return None
+    return f"machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} cores, {m.get('os', '')}".rstrip(", ")
+
+
+def _title(report: Report) -> str:
+    return f"mdeploy report: {report.source.get('path', '?')}"
+
+
+# --------------------------------------------------------------------------- renderings
+
+def to_table(report: Report):
+    """A rich Table (the CLI prints it). The best artifact per target is starred and green."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    notes = [n for n in (_gate_line(report), _machine_line(report)) if n]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=_title(report), caption="★ best passing artifact per target (cloud: onnx/savedmodel, edge: tflite)"
+                  + ("\n" + "\n".join(notes) if notes else ""))
+    for h, short in zip(HEADERS, SHORT_HEADERS):
+        table.add_column(short, justify="left" if h in ("artifact", "format", "precision", "status") else "right",
+                         no_wrap=h in ("artifact", "format"))
+    for row in comparison_rows(report):
+        c = cells(row)
+        colour = {"ok": "green", "failed": "red", "rejected": "red"}.get(row["status"])
+        if colour:
+            c[-1] = f"[{colour}]{escape(c[-1])}[/]"
+        table.add_row(*c, style="bold green" if row["best"] else None)
+    return table
+
+
+def to_markdown(report: Report) -> str:
+    """A GitHub-flavoured table plus the gate and machine: fits a pull-request comment."""
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [f"### {esc(_title(report))}", "", "| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join("---:" if i >= 3 and i < len(HEADERS) - 1 else "---" for i in range(len(HEADERS))) + "|"]
+    for row in comparison_rows(report):
+        c = cells(row)
+        if row["best"]:
+            c[0] = f"**{c[0]}**"
+        if row["status"] in ("failed", "rejected"):
+            c[-1] = f"❌ {c[-1]}"
+        elif row["status"] == "ok":
+            c[-1] = f"✅ {c[-1]}"
+        lines.append("| " + " | ".join(esc(x) for x in c) + " |")
+    lines += ["", "★ best passing artifact per target (cloud: onnx/savedmodel, edge: tflite)"]
+    for note in (_gate_line(report), _machine_line(report)):
+        if note:
+            lines.append(f"<br>{esc(note)}")
+    overall = "passed" if report.ok and all(r["status"] != "failed" for r in comparison_rows(report)) else "FAILED"
+    lines += ["", f"Overall: **{overall}**"]
+    return "\n".join(lines) + "\n"
+
+
+def svg_bar_chart(title: str, items: list[tuple[str, float | None, str, bool]], unit: str, width: int = 520) -> str:
+    """A horizontal bar chart as inline SVG: items are (label, value, shown text, highlighted)."""
+    bar_h, gap, label_w, top = 20, 8, 130, 28
+    values = [v for _, v, _, _ in items if v is not None]
+    vmax = max(values) if values else 1.0
+    plot_w = width - label_w - 110
+    height = top + len(items) * (bar_h + gap) + 4
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="0" y="16" class="chart-title">{html.escape(title)} ({html.escape(unit)})</text>']
+    for i, (label, value, text, hl) in enumerate(items):
+        y = top + i * (bar_h + gap)
+        parts.append(f'<text x="{label_w - 8}" y="{y + bar_h * 0.72:.1f}" text-anchor="end" class="label">{html.escape(label)}</text>')
+        if value is None:
+            parts.append(f'<text x="{label_w}" y="{y + bar_h * 0.72:.1f}" class="missing">not measured</text>')
+            continue
+        w = max(2.0, plot_w * value / vmax) if vmax > 0 else 2.0
+        parts.append(f'<rect class="bar{" best" if hl else ""}" x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3">'
+                     f'<title>{html.escape(label)}: {html.escape(text)}</title></rect>')
+        parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + bar_h * 0.72:.1f}" class="value">{html.escape(text)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1f2328;background:#fff}
+h1{font-size:20px;margin:0 0 4px} p.meta{color:#59636e;margin:2px 0}
+.charts{display:flex;flex-wrap:wrap;gap:24px;margin:20px 0}
+.chart text{font-size:12px;fill:#1f2328} .chart .chart-title{font-weight:600;font-size:13px}
+.chart .bar{fill:#4c8bf5} .chart .bar.best{fill:#1a7f37} .chart .missing{fill:#8c959f;font-style:italic}
+table{border-collapse:collapse;font-size:13px} th,td{border:1px solid #d1d9e0;padding:4px 8px}
+th{background:#f6f8fa;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.best td{background:#dafbe1;font-weight:600} td.failed,td.rejected{color:#cf222e;font-weight:600} td.ok{color:#1a7f37}
+"""
+
+
+def to_html(report: Report) -> str:
+    """One self-contained page: inline CSS, inline SVG bar charts of size, latency and accuracy, and the table."""
+    rows = comparison_rows(report)
+    size_items = [(r["name"], r["size_bytes"] / 1024 if r["size_bytes"] else None, _bytes(r["size_bytes"]), r["best"]) for r in rows]
+    lat_items = [(r["name"], r["latency_ms"], _ms(r["latency_ms"]), r["best"]) for r in rows]
+    acc_items = [(r["name"], r["accuracy"] * 100 if r["accuracy"] is not None else None, _pct(r["accuracy"]), r["best"])
+                 for r in rows]
+    charts = [svg_bar_chart("Size", size_items, "KB"), svg_bar_chart("Latency p50", lat_items, "ms, lower is better"),
+              svg_bar_chart("Accuracy", acc_items, "%")]
+    numeric = {4, 5, 6, 7, 8, 9, 3}
+    body = ["<table id=\"comparison\"><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS) + "</tr></thead><tbody>"]
+    for r in rows:
+        c = cells(r)
+        tds = "".join(f'<td class="{"num" if i in numeric else ""}{" " + r["status"] if i == len(c) - 1 else ""}">'
+                      f"{html.escape(x)}</td>" for i, x in enumerate(c))
+        body.append(f'<tr class="{"best" if r["best"] else ""}" data-artifact="{html.escape(r["name"])}">{tds}</tr>')
+    body.append("</tbody></table>")
+    notes = [n for n in (_gate_line(report), _machine_line(report)) if n]
+    meta = "".join(f'<p class="meta">{html.escape(n)}</p>' for n in notes)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(_title(report))}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{html.escape(_title(report))}</h1>{meta}"
+            '<p class="meta">★ best passing artifact per target (cloud: onnx/savedmodel, edge: tflite)</p>'
+            f'<div class="charts">{"".join(charts)}</div>{"".join(body)}</body></html>\n')
