@@ -121,7 +121,7 @@ def polynomial_sparsity(step: int, *, initial: float, final: float, begin_step: 
     """
     if end_step <= begin_step or step >= end_step:
         return final if step >= begin_step else initial
-    if step < begin_step:
+    if step <= begin_step:
         return initial
     progress = (step - begin_step) / (end_step - begin_step)
     return final + (initial - final) * (1.0 - progress) ** exponent
