@@ -214,8 +214,8 @@ def to_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def svg_bar_chart(title: str, items: list[tuple[str, float | None, str, bool]], unit: str, width: int = 520) -> str:
-    """A horizontal bar chart as inline SVG: items are (label, value, shown text, highlighted)."""
+def svg_bar_chart(title: str, items: list[tuple[str, float | None, str, str]], unit: str, width: int = 520) -> str:
+    """A horizontal bar chart as inline SVG: items are (label, value, shown text, extra CSS class: best|failed|"")."""
     bar_h, gap, label_w, top = 20, 8, 130, 28
     values = [v for _, v, _, _ in items if v is not None]
     vmax = max(values) if values else 1.0
@@ -224,14 +224,14 @@ def svg_bar_chart(title: str, items: list[tuple[str, float | None, str, bool]], 
     parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
              f'<text x="0" y="16" class="chart-title">{html.escape(title)} ({html.escape(unit)})</text>']
-    for i, (label, value, text, hl) in enumerate(items):
+    for i, (label, value, text, kind) in enumerate(items):
         y = top + i * (bar_h + gap)
         parts.append(f'<text x="{label_w - 8}" y="{y + bar_h * 0.72:.1f}" text-anchor="end" class="label">{html.escape(label)}</text>')
         if value is None:
             parts.append(f'<text x="{label_w}" y="{y + bar_h * 0.72:.1f}" class="missing">not measured</text>')
             continue
         w = max(2.0, plot_w * value / vmax) if vmax > 0 else 2.0
-        parts.append(f'<rect class="bar{" best" if hl else ""}" x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3">'
+        parts.append(f'<rect class="bar{" " + kind if kind else ""}" x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3">'
                      f'<title>{html.escape(label)}: {html.escape(text)}</title></rect>')
         parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + bar_h * 0.72:.1f}" class="value">{html.escape(text)}</text>')
     parts.append("</svg>")
@@ -243,7 +243,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24p
 h1{font-size:20px;margin:0 0 4px} p.meta{color:#59636e;margin:2px 0}
 .charts{display:flex;flex-wrap:wrap;gap:24px;margin:20px 0}
 .chart text{font-size:12px;fill:#1f2328} .chart .chart-title{font-weight:600;font-size:13px}
-.chart .bar{fill:#4c8bf5} .chart .bar.best{fill:#1a7f37} .chart .missing{fill:#8c959f;font-style:italic}
+.chart .bar{fill:#4c8bf5} .chart .bar.best{fill:#1a7f37} .chart .bar.failed{fill:#cf222e} .chart .missing{fill:#8c959f;font-style:italic}
 table{border-collapse:collapse;font-size:13px} th,td{border:1px solid #d1d9e0;padding:4px 8px}
 th{background:#f6f8fa;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.best td{background:#dafbe1;font-weight:600} td.failed,td.rejected{color:#cf222e;font-weight:600} td.ok{color:#1a7f37}
@@ -253,10 +253,12 @@ tr.best td{background:#dafbe1;font-weight:600} td.failed,td.rejected{color:#cf22
 def to_html(report: Report) -> str:
     """One self-contained page: inline CSS, inline SVG bar charts of size, latency and accuracy, and the table."""
     rows = comparison_rows(report)
-    size_items = [(r["name"], r["size_bytes"] / 1024 if r["size_bytes"] else None, _bytes(r["size_bytes"]), r["best"]) for r in rows]
-    lat_items = [(r["name"], r["latency_ms"], _ms(r["latency_ms"]), r["best"]) for r in rows]
-    acc_items = [(r["name"], r["accuracy"] * 100 if r["accuracy"] is not None else None, _pct(r["accuracy"]), r["best"])
-                 for r in rows]
+    kinds = ["best" if r["best"] else ("failed" if r["status"] in ("failed", "rejected") else "") for r in rows]
+    size_items = [(r["name"], r["size_bytes"] / 1024 if r["size_bytes"] else None, _bytes(r["size_bytes"]), k)
+                  for r, k in zip(rows, kinds)]
+    lat_items = [(r["name"], r["latency_ms"], _ms(r["latency_ms"]), k) for r, k in zip(rows, kinds)]
+    acc_items = [(r["name"], r["accuracy"] * 100 if r["accuracy"] is not None else None, _pct(r["accuracy"]), k)
+                 for r, k in zip(rows, kinds)]
     charts = [svg_bar_chart("Size", size_items, "KB"), svg_bar_chart("Latency p50", lat_items, "ms, lower is better"),
               svg_bar_chart("Accuracy", acc_items, "%")]
     numeric = {4, 5, 6, 7, 8, 9, 3}
@@ -272,5 +274,6 @@ def to_html(report: Report) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(_title(report))}</title><style>{_CSS}</style></head><body>"
             f"<h1>{html.escape(_title(report))}</h1>{meta}"
-            '<p class="meta">★ best passing artifact per target (cloud: onnx/savedmodel, edge: tflite)</p>'
+            '<p class="meta">★ best passing artifact per target (cloud: onnx/savedmodel, edge: tflite); '
+            'bars: green = best, red = failed a check</p>'
             f'<div class="charts">{"".join(charts)}</div>{"".join(body)}</body></html>\n')
