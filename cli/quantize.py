@@ -1,0 +1,238 @@
+"""`mdeploy quantize`: int8 / dynamic / fp16 ONNX or TFLite artifacts, each compared with its float parent on held-out data.
+
+The pure function `quantize(...) -> Report` does the work; `quantize_cli` parses flags and renders.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mdeploy.cli._common import ForceOpt, JsonOpt, ModelArg, OpsetOpt, OutDirOpt, emit_json, progress, stdout, warn
+from mdeploy.passes.artifact import Artifact
+from mdeploy.passes.errors import BadInput
+from mdeploy.passes.report import Report
+
+TARGETS = ("onnx", "tflite")
+DEFAULT_SAMPLES = 200
+HOLDOUT_FRACTION = 5  # without --validation, the last 1/5 of the calibration data is held out
+RANDOM_WARNING = "random calibration data: accuracy was not validated (quality is measured on generated inputs only)"
+
+
+@dataclasses.dataclass
+class DataPlan:
+    """Which samples calibrate and which judge the result, decided (and every sample checked) before any work."""
+
+    calibration: Any  # DataSpec | None
+    heldout: Any  # DataSpec
+    calibration_samples: int
+    warnings: list[str]
+
+
+def plan_data(inputs, mode: str, calibration: str | None, validation: str | None, samples: int, *,
+              image=None, batch_size: int = 32, seed: int = 0) -> DataPlan:
+    """Open and read through the data once: shape/dtype/NaN errors surface here, before anything is written."""
+    from mdeploy.calibration.sources import DataSpec, count_samples
+
+    if samples < 1:
+        raise BadInput(f"--samples {samples}: need at least one", "pass --samples N with N >= 1")
+    warnings: list[str] = []
+    if mode == "int8" and calibration is None:
+        raise BadInput("int8 quantization needs calibration data",
+                       "pass --calibration DATA (.npz, .csv, a directory of .npy files or images, module:function), or `random`")
+
+    def spec(text: str, **kw) -> DataSpec:
+        return DataSpec(text, batch_size=batch_size, image=image, **{"seed": seed, **kw})
+
+    def counted(s: DataSpec, flag: str) -> int:
+        n = count_samples(s.open(inputs))
+        if n == 0:
+            raise BadInput(f"{flag} {s.spec}: no samples", "give data with at least one sample")
+        return n
+
+    heldout = None
+    if validation is not None:
+        if validation == "random":
+            raise BadInput("--validation random would validate nothing", "pass held-out data with labels, or leave --validation out")
+        heldout = spec(validation)
+        counted(heldout, "--validation")
+    cal = None
+    n_cal = 0
+    if calibration == "random":
+        cal = spec("random", take=samples)
+        n_cal = samples
+        warnings.append(RANDOM_WARNING)
+        heldout = heldout or spec("random", take=min(samples, 32), seed=seed + 1)
+    elif calibration is not None:
+        total = counted(spec(calibration), "--calibration")
+        keep_out = 0 if heldout is not None or total < 2 else max(1, total // HOLDOUT_FRACTION)
+        n_cal = min(samples, total - keep_out)
+        cal = spec(calibration, take=n_cal)
+        if heldout is None:
+            if keep_out:
+                heldout = spec(calibration, skip=total - keep_out, take=keep_out)
+            else:
+                heldout = spec(calibration)
+                warnings.append(f"{calibration} has one sample: quality is measured on the calibration sample itself")
+        if n_cal < samples:
+            warnings.append(f"calibration data has {n_cal} usable sample(s), fewer than --samples {samples}: using {n_cal}"
+                            + (f" ({keep_out} held out for validation)" if keep_out else ""))
+    if heldout is None:
+        heldout = spec("random", take=32, seed=seed + 1)
+        warnings.append("no --validation or --calibration data: quality is measured on generated inputs; accuracy was not validated")
+    return DataPlan(cal if mode == "int8" else None, heldout, n_cal if mode == "int8" else 0, warnings)
+
+
+def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset: int | None, force: bool, on_stage) -> Artifact:
+    """The float artifact in the target format: the source itself, one a previous run left in OUTDIR, or a fresh conversion."""
+    from mdeploy.cli.convert import convert
+    from mdeploy.passes.artifact import TensorSpec, content_hash
+
+    if source.format == to:
+        return source
+    existing = Report.load_or_new(out_dir, source).artifact(to)
+    if existing and not force:
+        path = Path(out_dir) / existing["path"]
+        if path.exists() and content_hash(path) == existing["sha256"]:
+            return Artifact(format=to, path=path, name=to, parent=source,
+                            inputs=tuple(TensorSpec.from_dict(t) for t in existing["inputs"]),
+                            outputs=tuple(TensorSpec.from_dict(t) for t in existing["outputs"]), meta={"precision": "float32"})
+    report = convert(model, [to], out_dir, opset=opset, force=force, on_stage=on_stage)
+    record = report.artifact(to)
+    return Artifact(format=to, path=Path(out_dir) / record["path"], name=to, parent=source,
+                    inputs=tuple(TensorSpec.from_dict(t) for t in record["inputs"]),
+                    outputs=tuple(TensorSpec.from_dict(t) for t in record["outputs"]), meta={"precision": "float32"})
+
+
+def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
+                      exclude: tuple[str, ...], io: str):
+    if to == "onnx":
+        from mdeploy.passes.quantize_onnx import QuantizeOnnx
+
+        if io != "float":
+            raise BadInput("--io applies to --to tflite only", "ONNX int8 models keep float inputs and outputs (QDQ)")
+        return QuantizeOnnx(mode=mode, format=format, per_channel=per_channel, method=method, exclude=exclude,
+                            calibration=calibration)
+    from mdeploy.passes.quantize_tflite import QuantizeTflite
+
+    if exclude or format != "qdq" or method != "minmax" or not per_channel:
+        raise BadInput("--exclude, --format, --method and --per-tensor apply to --to onnx only",
+                       "the TFLite converter chooses these itself")
+    return QuantizeTflite(mode=mode, io=io, calibration=calibration)
+
+
+def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str | None = None,
+             validation: str | None = None, samples: int = DEFAULT_SAMPLES, method: str = "minmax", format: str = "qdq",
+             per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", image=None, batch_size: int = 32,
+             opset: int | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
+    """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
+    from mdeploy.passes.fsio import ensure_writable
+    from mdeploy.passes.load import open_artifact
+    from mdeploy.passes.pipeline import Context, run_pass
+    from mdeploy.passes.quantize import MODES, quantization_quality
+    from mdeploy.passes.report import artifact_record
+
+    stage = on_stage or (lambda text: None)
+    if to not in TARGETS:
+        raise BadInput(f"--to {to}: quantization targets are {', '.join(TARGETS)}", "pass --to onnx or --to tflite")
+    if mode not in MODES:
+        raise BadInput(f"--mode {mode}: unknown mode", f"choose from {', '.join(MODES)}")
+    stage("loading the model")
+    source = open_artifact(model)
+    if source.format == "tflite" or (to == "tflite" and source.format == "onnx"):
+        raise BadInput(f"cannot quantize a {source.format} model for --to {to}",
+                       "start from the Keras model or SavedModel (or an ONNX model for --to onnx)")
+    out_dir = Path(out_dir)
+    qpass = quantization_pass(to, mode, None, method=method, format=format, per_channel=per_channel,
+                              exclude=tuple(exclude), io=io)
+    ensure_writable(qpass.output_path(Context(out_dir=out_dir)), force)  # before any work
+    stage("checking the data")
+    plan = plan_data(source.inputs, mode, calibration, validation, samples, image=image, batch_size=batch_size, seed=seed)
+    parent = float_parent(model, source, to, out_dir, opset=opset, force=force, on_stage=stage)
+    qpass = dataclasses.replace(qpass, calibration=plan.calibration)
+    ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage)
+    steps: list = []
+    quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
+    stage(f"comparing {quantized.name} with {parent.name} on held-out data")
+    quality = quantization_quality(parent, quantized, plan.heldout.open(parent.inputs))
+    record = artifact_record(quantized, out_dir)
+    record["quality"] = quality
+    record["calibration"] = ({"data": plan.calibration.spec, "samples": plan.calibration_samples,
+                              "method": method if to == "onnx" else "tflite-converter"} if plan.calibration else None)
+    report = Report.load_or_new(out_dir, source)
+    report.add_artifact(record)
+    report.add_steps(steps)
+    for w in plan.warnings + ctx.warnings:
+        if w not in report.warnings:
+            report.warnings.append(w)
+    report.save(out_dir)
+    return report
+
+
+def render_quality(report: Report, out_dir: Path, names: list[str]) -> None:
+    from rich.table import Table
+
+    from mdeploy.cli._format import fmt_float, human_bytes
+
+    table = Table(title=f"mdeploy quantize: {report.source.get('path')}")
+    for col in ("artifact", "precision", "size", "size ratio", "top-1 agree", "max abs err", "SQNR dB", "accuracy", "drop"):
+        table.add_column(col, justify="left" if col in ("artifact", "precision") else "right", no_wrap=col == "artifact")
+    for a in report.artifacts:
+        q = a.get("quality")
+        if not q or a["name"] not in names:
+            continue
+        acc = "-" if q.get("accuracy") is None else f"{q['parent_accuracy']:.4f} -> {q['accuracy']:.4f}"
+        drop = "-" if q.get("accuracy_drop") is None else f"{100 * q['accuracy_drop']:+.2f} pt"
+        table.add_row(a["name"], a["precision"], human_bytes(a["size_bytes"]), f"{q['size_ratio']:.3f}",
+                      fmt_float(q.get("top1_agreement"), 4), fmt_float(q.get("max_abs_error"), 5),
+                      fmt_float(q.get("sqnr_db"), 1), acc, drop)
+    stdout.print(table)
+    stdout.print(f"held-out data: {', '.join(sorted({report.artifact(n)['quality']['data'] for n in names}))}", highlight=False)
+    stdout.print(f"report: {out_dir / 'report.json'}", highlight=False)
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(v.strip() for item in values or [] for v in item.split(",") if v.strip())
+
+
+def quantize_cli(
+    model: ModelArg,
+    to: Annotated[str, typer.Option("--to", help="Target format: onnx or tflite.")] = "onnx",
+    mode: Annotated[str, typer.Option("--mode", help="int8 (static, calibrated), dynamic (int8 weights) or fp16.")] = "int8",
+    out_dir: OutDirOpt = Path("mdeploy-out"),
+    calibration: Annotated[str | None, typer.Option("--calibration", help="Calibration data: .npz, .csv, a directory of .npy files or images, package.module:function (runs that code), or `random`.")] = None,
+    validation: Annotated[str | None, typer.Option("--validation", help="Held-out data to compare with the float model (default: the last fifth of --calibration, kept out of calibration).")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Calibration samples to use.")] = DEFAULT_SAMPLES,
+    method: Annotated[str, typer.Option("--method", help="ONNX int8 calibration: minmax, entropy or percentile.")] = "minmax",
+    quant_format: Annotated[str, typer.Option("--format", help="ONNX int8 format: qdq or qoperator.")] = "qdq",
+    per_tensor: Annotated[bool, typer.Option("--per-tensor", help="ONNX: one weight scale per tensor instead of per channel.")] = False,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="ONNX: node names or op types to keep in float (repeat or comma-separate).")] = None,
+    io: Annotated[str, typer.Option("--io", help="TFLite int8: float keeps float32 I/O; int8 gives integer-only I/O.")] = "float",
+    image_size: Annotated[str | None, typer.Option("--image-size", help="Images: resize to HEIGHTxWIDTH (default: the model's).")] = None,
+    image_scale: Annotated[str, typer.Option("--image-scale", help="Images: multiply pixels (0..255) by this, e.g. 1/255.")] = "1/255",
+    image_mean: Annotated[str | None, typer.Option("--image-mean", help="Images: subtract after scaling (one value or one per channel).")] = None,
+    image_std: Annotated[str | None, typer.Option("--image-std", help="Images: divide by after the mean (one value or one per channel).")] = None,
+    image_layout: Annotated[str, typer.Option("--image-layout", help="Images: auto, NHWC or NCHW.")] = "auto",
+    image_color: Annotated[str, typer.Option("--image-color", help="Images: auto, rgb, bgr or gray.")] = "auto",
+    opset: OpsetOpt = 17,
+    json_out: JsonOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Quantize a model to int8, dynamic-range int8 or fp16 for ONNX Runtime or LiteRT, and measure what it costs."""
+    from mdeploy.calibration.images import ImageOptions, parse_floats, parse_size
+
+    image = ImageOptions(size=parse_size(image_size), scale=parse_floats(image_scale, "--image-scale")[0],
+                         mean=parse_floats(image_mean, "--image-mean") or (0.0,),
+                         std=parse_floats(image_std, "--image-std") or (1.0,), layout=image_layout, color=image_color)
+    with progress("quantizing", quiet=json_out) as on_stage:
+        report = quantize(model, to.lower(), mode.lower(), out_dir, calibration=calibration, validation=validation,
+                          samples=samples, method=method.lower(), format=quant_format.lower(), per_channel=not per_tensor,
+                          exclude=_split(exclude), io=io.lower(), image=image, opset=opset, force=force, on_stage=on_stage)
+    if json_out:
+        emit_json(report.to_dict())
+        return
+    for w in report.warnings:
+        warn(w)
+    render_quality(report, out_dir, [f"{to.lower()}-{mode.lower()}"])
