@@ -16,7 +16,8 @@ import numpy as np
 from mdeploy.passes.artifact import Artifact
 from mdeploy.passes.errors import BadInput
 
-__all__ = ["PruneKeras", "PruneOnnx", "compressed_size", "measure_sparsity", "pruning_summary", "pruning_pass"]
+__all__ = ["PruneKeras", "PruneOnnx", "compressed_size", "measure_sparsity", "pruning_pass", "pruning_summary",
+           "sparsity_survival"]
 
 DENSE_NOTE = ("zeros make a model smaller only after compression (the gzip column) or on sparse kernels: "
               "the file itself stores every zero as a full-width number")
@@ -222,3 +223,13 @@ def measure_sparsity(artifact: Artifact | Path | str) -> dict[str, Any]:
     zeros = sum(t["zeros"] for t in tensors)
     return {"format": artifact.format, "path": str(artifact.path), "sparsity": round(zeros / params, 6) if params else 0.0,
             "params": params, "zeros": zeros, "tensors": tensors}
+
+
+def sparsity_survival(pruned: Artifact | Path | str, quantized: Artifact | Path | str) -> dict[str, Any]:
+    """Did the zeros of a pruned model survive its quantization? Compares weight zero counts (the tensors'
+    layouts differ between formats, so positions are not matched): survived when the quantized model has at least
+    as many zero weights over the same number of weights. Quantization may add zeros (tiny weights round to 0)."""
+    before, after = measure_sparsity(pruned), measure_sparsity(quantized)
+    return {"sparsity_before": before["sparsity"], "sparsity_after": after["sparsity"], "params": after["params"],
+            "zeros_before": before["zeros"], "zeros_after": after["zeros"],
+            "survived": after["params"] == before["params"] and after["zeros"] >= before["zeros"]}
