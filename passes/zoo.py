@@ -126,9 +126,9 @@ def shard(models: list[ZooModel], spec: tuple[int, int] | None) -> list[ZooModel
 
 # --------------------------------------------------------------------------- summary
 
-def _latency(a: dict[str, Any]) -> float | None:
-    b = a.get("bench") or {}
-    return b.get("p50_ms")
+def _latency(a: dict[str, Any] | None) -> float | None:
+    """p50 latency in ms from a bench section (see passes/bench.py)."""
+    return (((a or {}).get("bench") or {}).get("latency_ms") or {}).get("p50")
 
 
 def passes_gate(a: dict[str, Any]) -> bool:
@@ -158,7 +158,7 @@ def model_summary(name: str, report: dict[str, Any] | None, status: str, seconds
                            "cached": cached, "best": {}}
     if report:
         source_size = (report.get("source") or {}).get("size_bytes")
-        source_bench = ((report.get("source_metrics") or {}).get("bench") or {}).get("p50_ms")
+        source_bench = _latency(report.get("source_metrics"))
         for target, a in best_per_target(report).items():
             if a is None:
                 row["best"][target] = None

@@ -1,0 +1,147 @@
+"""`mdeploy zoo`: isolation per model, failures reported, cached re-runs, sharding and merging."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from mdeploy.passes.zoo import load_manifest, parse_shard, shard
+
+FAST = "[bench]\nruns = 5\nwarmup = 1\n"
+
+
+def _manifest(tmp_path, samples, extra_models: str = "") -> tuple:
+    (tmp_path / "fast.toml").write_text(FAST)
+    (tmp_path / "broken.keras").write_bytes(b"PK\x03\x04 this zip was cut short")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text(f"""
+[defaults]
+recipe = "fast.toml"
+target = "edge"
+
+[[model]]
+name = "digits"
+path = "{samples}/digits.keras"
+calibration = "{samples}/digits_calibration.npz"
+validation = "{samples}/digits_validation.npz"
+
+[[model]]
+name = "broken"
+path = "broken.keras"
+calibration = "random"
+{extra_models}
+""")
+    return manifest
+
+
+def test_zoo_reports_the_corrupt_model_and_reuses_the_good_one(mdeploy, tmp_path, digits_model):
+    manifest = _manifest(tmp_path, digits_model.parent)
+    out = tmp_path / "zoo"
+    t0 = time.perf_counter()
+    r = mdeploy("zoo", manifest, "-o", out, "--jobs", "2", "--json")
+    first_seconds = time.perf_counter() - t0
+    assert r.exit_code == 1, r.stderr
+    summary = json.loads(r.stdout)
+    rows = {m["name"]: m for m in summary["models"]}
+    assert rows["digits"]["status"] == "ok" and rows["broken"]["status"] == "failed"
+    assert "not a loadable Keras model" in rows["broken"]["reason"] or "broken.keras" in rows["broken"]["reason"]
+    assert "broken" in r.stderr and "1 of 2 models failed" in r.stderr
+    best = rows["digits"]["best"]["edge"]
+    assert best["format"] == "tflite" and best["size_bytes"] > 0 and best["p50_ms"] > 0
+    assert (out / "digits" / "report.json").is_file()
+    for suffix in (".json", ".md", ".html"):
+        assert (out / f"zoo-summary{suffix}").is_file()
+    assert "| digits | ok" in (out / "zoo-summary.md").read_text()
+
+    t0 = time.perf_counter()
+    again = mdeploy("zoo", manifest, "-o", out, "--jobs", "2", "--json")
+    second_seconds = time.perf_counter() - t0
+    rows2 = {m["name"]: m for m in json.loads(again.stdout)["models"]}
+    assert rows2["digits"]["cached"] and rows2["digits"]["best"] == rows["digits"]["best"]
+    assert again.exit_code == 1 and rows2["broken"]["status"] == "failed"
+    # The broken model is retried each time (it failed), but that costs one process start, not a pipeline.
+    assert second_seconds < first_seconds / 3
+
+
+def test_manifest_paths_resolve_against_its_folder_and_bad_keys_are_named(tmp_path, digits_model):
+    manifest = _manifest(tmp_path, digits_model.parent)
+    models = load_manifest(manifest).models
+    assert [m.name for m in models] == ["digits", "broken"]
+    assert models[1].path == tmp_path / "broken.keras" and models[1].recipe == tmp_path / "fast.toml"
+    assert models[1].target == "edge"  # from [defaults]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[model]]\npath = 'a.keras'\nflavour = 'x'\n")
+    from mdeploy.passes.errors import BadInput
+
+    with pytest.raises(BadInput, match="model\\[0\\].flavour"):
+        load_manifest(bad)
+
+
+def test_sharding_is_a_deterministic_partition(tmp_path):
+    from mdeploy.passes.zoo import ZooModel
+
+    models = [ZooModel(name=f"m{i}", path=tmp_path / f"m{i}.keras") for i in range(20)]
+    shards = [shard(models, (i, 3)) for i in (1, 2, 3)]
+    names = [m.name for s in shards for m in s]
+    assert sorted(names) == sorted(m.name for m in models)  # every model exactly once
+    assert [m.name for m in shard(models, (2, 3))] == [m.name for m in shards[1]]  # same answer every time
+    assert shard(models[:5], (1, 3)) == [m for m in shards[0] if m.name in {x.name for x in models[:5]}]
+    assert parse_shard("2/4") == (2, 4)
+    from mdeploy.passes.errors import BadInput
+
+    for bad in ("0/2", "3/2", "a/b", "1"):
+        with pytest.raises(BadInput):
+            parse_shard(bad)
+
+
+def test_zoo_merge_combines_shards(mdeploy, tmp_path):
+    from mdeploy.passes.zoo import write_summary
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_summary(a, [{"name": "x", "status": "ok", "seconds": 1.0, "reason": "", "cached": False, "best": {}}], (1, 2))
+    write_summary(b, [{"name": "y", "status": "failed", "seconds": 2.0, "reason": "boom", "cached": False, "best": {}}], (2, 2))
+    r = mdeploy("zoo-merge", a, b, "-o", tmp_path / "all", "--json")
+    assert r.exit_code == 1 and "y (boom)" in r.stderr
+    merged = json.loads((tmp_path / "all" / "zoo-summary.json").read_text())
+    assert [m["name"] for m in merged["models"]] == ["x", "y"] and merged["ok"] is False
+
+
+@pytest.mark.slow
+def test_zoo_with_pruned_recipe_and_mobilenet(mdeploy, tmp_path, digits_model):
+    """The issue's zoo: digits, a pruned recipe of it, MobileNetV2 and one corrupt file, with --jobs 2."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(digits_model.parent))
+    from build_mobilenet import build
+
+    mobilenet = build()
+    samples = digits_model.parent
+    extra = f"""
+[[model]]
+name = "digits-pruned"
+path = "{samples}/digits.keras"
+recipe = "{Path(__file__).resolve().parents[2]}/recipes/edge-2of4.toml"
+calibration = "{samples}/digits_calibration.npz"
+validation = "{samples}/digits_validation.npz"
+
+[[model]]
+name = "mobilenet_v2"
+path = "{mobilenet}"
+calibration = "random"
+target = "all"
+"""
+    manifest = _manifest(tmp_path, samples, extra)
+    out = tmp_path / "zoo"
+    t0 = time.perf_counter()
+    r = mdeploy("zoo", manifest, "-o", out, "--jobs", "2", "--json")
+    first = time.perf_counter() - t0
+    rows = {m["name"]: m for m in json.loads(r.stdout)["models"]}
+    assert r.exit_code == 1
+    assert {n for n, m in rows.items() if m["status"] == "ok"} == {"digits", "digits-pruned", "mobilenet_v2"}, rows
+    assert rows["broken"]["status"] == "failed"
+    t0 = time.perf_counter()
+    mdeploy("zoo", manifest, "-o", out, "--jobs", "2", "--json")
+    second = time.perf_counter() - t0
+    assert second * 10 <= first, (first, second)
