@@ -118,7 +118,8 @@ class Simplify:
             source = self.data.open(specs)
         else:
             source = open_source(ctx.parity_data or "random", specs, samples=CHECK_SAMPLES, seed=ctx.seed)
-        feeds = collect(source, limit=CHECK_SAMPLES)
+        batch = min([CHECK_SAMPLES] + [dims[0] for _, dims in self.input_shapes if dims])  # a pinned batch is exact
+        feeds = collect(source, limit=batch)
         feeds.pop(LABELS, None)
         return feeds
 

@@ -108,3 +108,61 @@ def digits_pruned(tmp_path_factory, digits_model, digits_validation) -> Path:
     out = tmp_path_factory.mktemp("digits_pruned")
     prune(digits_model, 0.5, out, data=str(digits_validation))
     return out
+
+
+# --------------------------------------------------------------------------- quantization (issue 3)
+
+@pytest.fixture(scope="session")
+def digits_onnx_quantized(tmp_path_factory, digits_model, digits_calibration, digits_validation) -> Path:
+    """OUTDIR with the digits model quantized for ONNX in every mode (int8 static, dynamic, fp16); read-only."""
+    from mdeploy.cli.quantize import quantize
+
+    out = tmp_path_factory.mktemp("digits_onnx_q")
+    for mode in ("int8", "dynamic", "fp16"):
+        quantize(digits_model, "onnx", mode, out, calibration=str(digits_calibration), validation=str(digits_validation))
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_tflite_quantized(tmp_path_factory, digits_model, digits_calibration, digits_validation) -> Path:
+    """OUTDIR with the digits model quantized for TFLite in every mode (full int8, dynamic-range, fp16); read-only."""
+    from mdeploy.cli.quantize import quantize
+
+    out = tmp_path_factory.mktemp("digits_tflite_q")
+    for mode in ("int8", "dynamic", "fp16"):
+        quantize(digits_model, "tflite", mode, out, calibration=str(digits_calibration), validation=str(digits_validation))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamic_onnx(tmp_path_factory) -> Path:
+    """A TensorFlow-free ONNX model with two dynamic dims (batch, seq) and a foldable constant subgraph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    r = np.random.default_rng(0)
+    w = numpy_helper.from_array(r.standard_normal((4, 3)).astype(np.float32), "w")
+    a = numpy_helper.from_array(np.full((3,), 0.5, np.float32), "a")
+    b = numpy_helper.from_array(np.full((3,), 0.25, np.float32), "b")
+    nodes = [helper.make_node("Add", ["a", "b"], ["bias"], name="fold_me"),
+             helper.make_node("MatMul", ["x", "w"], ["mm"], name="mm"),
+             helper.make_node("Add", ["mm", "bias"], ["y0"], name="add"),
+             helper.make_node("Relu", ["y0"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 3])], [w, a, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("tiny_onnx") / "tiny_dynamic.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mobilenet_model() -> Path:
+    """MobileNetV2 (random weights), built once and cached by sample_models/build_mobilenet.py."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_mobilenet", SAMPLES / "build_mobilenet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build()
