@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 
 # stdout carries only machine output (--json) or the final table; everything else goes to stderr.
-stdout = Console(soft_wrap=True)
+# Piped output (CI logs) gets room for the comparison table instead of rich's 80-column default.
+_PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+stdout = Console(soft_wrap=True, width=_PIPE_WIDTH)
 stderr = Console(stderr=True, soft_wrap=True)
 
 state = {"debug": False, "verbose": False}
