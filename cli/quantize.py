@@ -34,7 +34,7 @@ class DataPlan:
 def plan_data(inputs, mode: str, calibration: str | None, validation: str | None, samples: int, *,
               image=None, batch_size: int = 32, seed: int = 0) -> DataPlan:
     """Open and read through the data once: shape/dtype/NaN errors surface here, before anything is written."""
-    from mdeploy.calibration.sources import DataSpec, count_samples
+    from mdeploy.calibration.sources import DataSpec, batch_size_of
 
     if samples < 1:
         raise BadInput(f"--samples {samples}: need at least one", "pass --samples N with N >= 1")
@@ -47,7 +47,7 @@ def plan_data(inputs, mode: str, calibration: str | None, validation: str | None
         return DataSpec(text, batch_size=batch_size, image=image, **{"seed": seed, **kw})
 
     def counted(s: DataSpec, flag: str) -> int:
-        n = count_samples(s.open(inputs))
+        n = sum(batch_size_of(b) for b in s.open(inputs))  # read through: every batch is checked now, not mid-quantization
         if n == 0:
             raise BadInput(f"{flag} {s.spec}: no samples", "give data with at least one sample")
         return n

@@ -126,7 +126,7 @@ class QuantizeOnnx:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from mdeploy.calibration.adapters import OrtCalibrationReader, calibration_stride
+        from mdeploy.calibration.adapters import OrtCalibrationReader
 
         calibration = require_calibration(self.mode, self.calibration, self.name)
         pre = work / "preprocessed.onnx"
@@ -145,8 +145,10 @@ class QuantizeOnnx:
                         per_channel=self.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=method, nodes_to_exclude=names or None,
                         op_types_to_quantize=self._op_types(types, static=True),
-                        # strides bound memory: ranges are merged every few batches instead of at the end
-                        extra_options={"CalibStridedMinMax": calibration_stride(len(reader))})
+                        # a stride of one batch bounds memory (ranges/histograms are merged batch by batch instead
+                        # of after holding every batch's activations), and ORT's histogram collector needs
+                        # equal-sized batches within a stride
+                        extra_options={"CalibStridedMinMax": 1})
 
 
 @contextlib.contextmanager

@@ -1,0 +1,70 @@
+"""`mdeploy simplify` through the real entry point: summary, JSON, fallback, --strict, --input-shape, corrupt input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_simplify_prints_summary_and_writes_report(mdeploy, tiny_dynamic_onnx, tmp_path):
+    out = tmp_path / "sim.onnx"
+    r = mdeploy("simplify", tiny_dynamic_onnx, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert "before" in r.stdout and "nodes" in r.stdout and "simplified:" in r.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    a = report["artifacts"][0]
+    assert a["simplify"]["simplified"] and a["inputs"][0]["shape"] == [None, None, 4]
+    assert report["steps"][0]["status"] == "ok"
+    again = mdeploy("simplify", tiny_dynamic_onnx, "-o", out)
+    assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+def test_json_and_input_shape(mdeploy, tiny_dynamic_onnx, tmp_path):
+    r = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "p.onnx", "--input-shape", "x:2,7,4", "--json")
+    assert r.exit_code == 0
+    a = json.loads(r.stdout)["artifacts"][0]
+    assert a["inputs"][0]["shape"] == [2, 7, 4]
+    bad = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "q.onnx", "--input-shape", "x=2")
+    assert bad.exit_code == 2 and "NAME:D1,D2" in bad.stderr
+
+
+def test_fallback_is_skipped_with_warning_and_strict_exits_3(mdeploy, tiny_dynamic_onnx, tmp_path):
+    r = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "f.onnx", "--input-shape", "x:2,5", "--json")
+    assert r.exit_code == 0
+    data = json.loads(r.stdout)
+    assert data["steps"][0]["status"] == "skipped" and "kept the unsimplified model" in data["steps"][0]["note"]
+    assert (tmp_path / "f.onnx").read_bytes() == tiny_dynamic_onnx.read_bytes()
+    strict = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "s.onnx", "--input-shape", "x:2,5", "--strict")
+    assert strict.exit_code == 3 and strict.stderr.startswith("error:") and "hint:" in strict.stderr
+    assert not (tmp_path / "s.onnx").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x07garbage-not-onnx" * 10])
+def test_corrupt_input_is_exit_2_never_simplified(mdeploy, tmp_path, content):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    r = mdeploy("simplify", bad, "-o", tmp_path / "out.onnx")
+    assert r.exit_code == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_data_check_uses_given_data_and_bad_data_is_exit_2(mdeploy, tiny_dynamic_onnx, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "ok.npz", x=np.ones((3, 5, 4), np.float32))
+    assert mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "a.onnx", "--data", tmp_path / "ok.npz").exit_code == 0
+    np.savez(tmp_path / "bad.npz", x=np.ones((3, 5, 9), np.float32))
+    r = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "b.onnx", "--data", tmp_path / "bad.npz")
+    assert r.exit_code == 2 and "input 'x' expects shape [?, ?, 4]" in r.stderr and not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.slow
+def test_mobilenet_simplify_keeps_batch_dynamic(mdeploy, mobilenet_model, tmp_path):
+    from mdeploy.cli.convert import convert
+
+    convert(mobilenet_model, ["onnx"], tmp_path)
+    r = mdeploy("simplify", tmp_path / "onnx" / "model.onnx", "-o", tmp_path / "sim.onnx", "--json")
+    assert r.exit_code == 0, r.stderr
+    a = json.loads(r.stdout)["artifacts"][-1]
+    assert a["simplify"]["simplified"] and a["inputs"][0]["shape"][0] is None
+    assert a["simplify"]["after"]["nodes"] <= a["simplify"]["before"]["nodes"]
