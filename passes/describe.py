@@ -24,30 +24,31 @@ def _onnx_facts(path: Path) -> dict[str, Any]:
             "node_count": len(model.graph.node)}
 
 
+_BIASED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D"}
+
+
 def _tflite_facts(path: Path) -> dict[str, Any]:
     from mdeploy.passes.runtimes import litert_interpreter
 
     interp = litert_interpreter(path)
-    ops = Counter()
     try:
-        for op in interp._get_ops_details():  # noqa: SLF001 - LiteRT's only per-op listing
-            ops[op["op_name"]] += 1
+        op_details = interp._get_ops_details()  # noqa: SLF001 - LiteRT's only per-op listing
     except Exception:  # noqa: BLE001 - op listing is a nicety; the rest of inspect still works
-        pass
-    # Constant tensors are the weights: count every element of tensors no op produces.
-    produced = set()
-    try:
-        for op in interp._get_ops_details():  # noqa: SLF001
-            produced.update(int(i) for i in op["outputs"])
-    except Exception:  # noqa: BLE001
-        pass
+        op_details = []
+    ops = Counter(op["op_name"] for op in op_details)
+    produced = {int(i) for op in op_details for i in op["outputs"]}
+    # int32 constants are shapes, except the bias (third input) of quantized conv/dense layers.
+    biases = {int(op["inputs"][2]) for op in op_details
+              if op["op_name"] in _BIASED_OPS and len(op["inputs"]) > 2 and int(op["inputs"][2]) >= 0}
     inputs = {d["index"] for d in interp.get_input_details()}
     params = 0
     for t in interp.get_tensor_details():
         if t["index"] in produced or t["index"] in inputs:
             continue
-        shape = t.get("shape")
-        if shape is not None and len(shape) and np.dtype(t["dtype"]).kind in "fiu":
+        shape, kind = t.get("shape"), np.dtype(t["dtype"])
+        if shape is None or not len(shape):
+            continue
+        if kind.kind == "f" or kind in (np.int8, np.uint8) or (kind == np.int32 and t["index"] in biases):
             params += int(np.prod(shape))
     return {"parameters": params, "ops": ops, "signatures": list(interp.get_signature_list())}
 

@@ -17,9 +17,9 @@ from mdeploy.passes.errors import BadInput
 from mdeploy.passes.fsio import write_text_atomic
 from mdeploy.passes.pipeline import MDEPLOY_VERSION, Context, Node, Step, run_branches, run_plan
 from mdeploy.passes.recipe import Recipe
+from mdeploy.passes.report_render import TARGETS
 
 CACHE_DIR_NAME = ".mdeploy-cache"
-CLOUD_FORMATS, EDGE_FORMATS = ("onnx", "savedmodel"), ("tflite",)
 
 
 class ResultCache:
@@ -140,10 +140,6 @@ def build_plan(source: Artifact, recipe: Recipe, name: str) -> tuple[list[Node],
     return prelude, branches
 
 
-def target_of(fmt: str) -> str:
-    return "edge" if fmt in EDGE_FORMATS else "cloud"
-
-
 def requested_targets(recipe: Recipe) -> list[str]:
     return ["cloud", "edge"] if recipe.target == "all" else [recipe.target]
 
@@ -198,7 +194,7 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
             artifacts.append(a)
     for a in artifacts:
         record = artifact_record(a, out_dir)
-        record["target"] = target_of(a.format) if a.format != "keras" else None
+        record["target"] = TARGETS.get(a.format)
         report.add_artifact(record)
 
     _validate(report, source, artifacts, recipe, out_dir, results, stage)

@@ -17,7 +17,6 @@ from mdeploy.passes.errors import BadInput
 MODEL_KEYS = {"name", "path", "calibration", "validation", "recipe", "target", "sparsity"}
 DEFAULT_KEYS = MODEL_KEYS - {"name", "path"}
 SUMMARY_NAME = "zoo-summary.json"
-CLOUD, EDGE = ("onnx", "savedmodel"), ("tflite",)
 
 
 @dataclass(frozen=True)
@@ -126,51 +125,22 @@ def shard(models: list[ZooModel], spec: tuple[int, int] | None) -> list[ZooModel
 
 # --------------------------------------------------------------------------- summary
 
-def _latency(a: dict[str, Any] | None) -> float | None:
-    """p50 latency in ms from a bench section (see passes/bench.py)."""
-    return (((a or {}).get("bench") or {}).get("latency_ms") or {}).get("p50")
-
-
-def passes_gate(a: dict[str, Any]) -> bool:
-    if a.get("status") in ("rejected", "failed"):
-        return False
-    checks = a.get("checks") or {}
-    validation = a.get("validation") or {}
-    return checks.get("passed", True) is not False and validation.get("passed", True) is not False
-
-
-def best_per_target(report: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
-    """The best passing artifact per target: lowest p50 latency, then smallest size."""
-    best: dict[str, dict[str, Any] | None] = {}
-    for target, formats in (("cloud", CLOUD), ("edge", EDGE)):
-        pool = [a for a in report.get("artifacts", []) if a.get("format") in formats and passes_gate(a)]
-        if not pool:
-            best[target] = None
-            continue
-        pool.sort(key=lambda a: (_latency(a) if _latency(a) is not None else float("inf"), a.get("size_bytes", 0)))
-        best[target] = pool[0]
-    return best
-
-
 def model_summary(name: str, report: dict[str, Any] | None, status: str, seconds: float, reason: str = "",
                   cached: bool = False) -> dict[str, Any]:
+    """One zoo row: the best passing artifact per target, as the model's own report marks it."""
+    from mdeploy.passes.report import Report
+    from mdeploy.passes.report_render import comparison_rows
+
     row: dict[str, Any] = {"name": name, "status": status, "seconds": round(seconds, 2), "reason": reason,
                            "cached": cached, "best": {}}
     if report:
-        source_size = (report.get("source") or {}).get("size_bytes")
-        source_bench = _latency(report.get("source_metrics"))
-        for target, a in best_per_target(report).items():
-            if a is None:
-                row["best"][target] = None
-                continue
-            lat = _latency(a)
-            quality = a.get("validation") or a.get("quality") or {}
-            row["best"][target] = {
-                "artifact": a["name"], "format": a["format"], "precision": a.get("precision"),
-                "size_bytes": a.get("size_bytes"),
-                "size_ratio": (a["size_bytes"] / source_size) if source_size and a.get("size_bytes") else None,
-                "p50_ms": lat, "speedup": (source_bench / lat) if source_bench and lat else None,
-                "accuracy_drop": quality.get("accuracy_drop"),
+        rows = comparison_rows(Report.from_dict(report))
+        for target in ("cloud", "edge"):
+            best = next((r for r in rows if r["target"] == target and r["best"]), None)
+            row["best"][target] = None if best is None else {
+                "artifact": best["name"], "format": best["format"], "precision": best["precision"],
+                "size_bytes": best["size_bytes"], "size_ratio": best["size_ratio"], "p50_ms": best["latency_ms"],
+                "speedup": best["speedup"], "accuracy_drop": best["accuracy_drop"],
             }
     return row
 
