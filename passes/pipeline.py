@@ -79,9 +79,30 @@ class Step:
 
 # --------------------------------------------------------------------------- caching
 
+def _referenced_files(value: Any) -> dict[str, str]:
+    """Content hashes of the files a pass's parameters name (calibration or fine-tuning data), so that
+    new data at the same path is a cache miss."""
+    found: dict[str, str] = {}
+    if isinstance(value, dict):
+        for v in value.values():
+            found.update(_referenced_files(v))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            found.update(_referenced_files(v))
+    elif isinstance(value, str) and value and len(value) < 4096:
+        path = Path(value)
+        try:
+            if path.exists():
+                found[value] = content_hash(path)
+        except OSError:
+            pass
+    return found
+
+
 def cache_key(input_hash: str, p: Any) -> str:
-    blob = json.dumps({"pass": p.name, "params": pass_params(p), "input": input_hash, "mdeploy": MDEPLOY_VERSION},
-                      sort_keys=True)
+    params = pass_params(p)
+    blob = json.dumps({"pass": p.name, "params": params, "input": input_hash, "data": _referenced_files(params),
+                       "mdeploy": MDEPLOY_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

@@ -104,3 +104,30 @@ def test_plan_keeps_going_past_a_failed_node(source, tmp_path):
     assert "cannot take a onnx model" in result.failures["bad"]
     assert result.failures["after-bad"] == "skipped: bad failed"
     assert [s.status for s in result.steps] == ["failed", "skipped", "ok"]
+
+
+@dataclass(frozen=True)
+class AppendFileByte:
+    """Appends the first byte of a data file: its output depends on that file's contents."""
+
+    name: ClassVar[str] = "append-file"
+    accepts: ClassVar[tuple[str, ...]] = ("onnx",)
+    data: str = ""
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+        out = Path(ctx.out_dir) / "with-data.onnx"
+        with atomic_output(out, ctx.force) as tmp:
+            tmp.write_bytes(artifact.path.read_bytes() + Path(self.data).read_bytes()[:1])
+        return artifact.derive(format="onnx", path=out, name="with-data", produced_by={"pass": self.name, "params": {}})
+
+
+def test_cache_misses_when_a_named_data_file_changes(source, tmp_path):
+    data = tmp_path / "cal.npz"
+    data.write_bytes(b"A")
+    ctx = Context(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", force=True)
+    Pipeline([AppendFileByte(str(data))]).run(source, ctx)
+    _, hit = Pipeline([AppendFileByte(str(data))]).run(source, ctx)
+    assert hit[0].cached
+    data.write_bytes(b"B")
+    produced, miss = Pipeline([AppendFileByte(str(data))]).run(source, ctx)
+    assert not miss[0].cached and produced[0].path.read_bytes() == b"modelB"
