@@ -157,3 +157,15 @@ def test_unknown_flag_and_target(mdeploy, digits_model, tmp_path):
 def test_version(mdeploy):
     r = mdeploy("--version")
     assert r.exit_code == 0 and r.stdout.startswith("mdeploy ")
+
+
+@pytest.mark.slow
+def test_mobilenet_converts_to_all_three_with_parity(mdeploy, mobilenet_model, tmp_path):
+    r = mdeploy("convert", mobilenet_model, "--to", "savedmodel,onnx,tflite", "-o", tmp_path / "mnv2", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {a["name"] for a in report["artifacts"]} == {"savedmodel", "onnx", "tflite"}
+    for a in report["artifacts"]:
+        assert a["checks"]["passed"], a["checks"]
+        assert a["size_bytes"] > 10_000_000  # 3.5M float32 parameters are really there
+        assert a["inputs"][0]["shape"] == [None, 224, 224, 3]

@@ -108,15 +108,11 @@ def test_zoo_merge_combines_shards(mdeploy, tmp_path):
 
 
 @pytest.mark.slow
-def test_zoo_with_pruned_recipe_and_mobilenet(mdeploy, tmp_path, digits_model):
+def test_zoo_with_pruned_recipe_and_mobilenet(mdeploy, tmp_path, digits_model, mobilenet_model):
     """The issue's zoo: digits, a pruned recipe of it, MobileNetV2 and one corrupt file, with --jobs 2."""
-    import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(digits_model.parent))
-    from build_mobilenet import build
-
-    mobilenet = build()
+    mobilenet = mobilenet_model
     samples = digits_model.parent
     extra = f"""
 [[model]]
