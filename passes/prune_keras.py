@@ -19,16 +19,7 @@ from mdeploy.passes.artifact import Artifact
 from mdeploy.passes.errors import BadInput
 from mdeploy.passes.fsio import atomic_output, ensure_writable
 from mdeploy.passes.pipeline import Context, pass_params
-from mdeploy.passes.sparsity import (
-    check_sparsity,
-    global_masks,
-    layer_masks,
-    nm_mask,
-    parse_pattern,
-    polynomial_sparsity,
-    schedule_updates,
-    select_layers,
-)
+from mdeploy.passes.sparsity import check_sparsity, choose_weights, masks_for, polynomial_sparsity, schedule_updates
 
 
 @dataclass
@@ -109,16 +100,6 @@ def keras_compile_config(path: Path) -> dict[str, Any]:
         return {}
 
 
-def masks_for(weights: list[KerasWeight], values: dict[str, np.ndarray], sparsity: float, scope: str,
-              pattern: tuple[int, int] | None) -> dict[str, np.ndarray]:
-    if pattern is not None:
-        n, m = pattern
-        return {w.name: nm_mask(values[w.name], n, m, w.input_axis, w.name, w.layer) for w in weights}
-    if scope == "global":
-        return global_masks(values, sparsity)
-    return layer_masks(values, sparsity)
-
-
 def _apply(weights: list[KerasWeight], masks: dict[str, np.ndarray]) -> None:
     for w in weights:
         value = np.asarray(w.variable.numpy())
@@ -173,11 +154,7 @@ class PruneKeras:
         from mdeploy.passes.prune import compressed_size, pruning_summary
         from mdeploy.passes.runtimes import load_keras_model
 
-        pattern = parse_pattern(self.pattern)
-        target = (1.0 - pattern[0] / pattern[1]) if pattern else check_sparsity(self.sparsity)
         check_sparsity(self.initial_sparsity, "--initial-sparsity")
-        if self.scope not in ("layer", "global"):
-            raise BadInput(f"--scope must be layer or global, got {self.scope!r}", "use --scope layer or --scope global")
         final = self.output_path(ctx)
         ensure_writable(final, ctx.force)
         model = load_keras_model(artifact.path)
@@ -185,19 +162,9 @@ class PruneKeras:
         if not all_weights:
             raise BadInput(f"{artifact.path}: no prunable layers (Dense, Conv, DepthwiseConv, SeparableConv, Embedding)",
                            "mdeploy prunes the kernels of those layers; this model has none")
-        layer_order = [w.layer for w in all_weights]
-        selected_layers, skipped, unmatched = select_layers(layer_order, self.exclude, self.prune_first_last)
-        for p in unmatched:
-            ctx.warn(f"--exclude {p!r} matched no prunable layer (layers: {', '.join(dict.fromkeys(layer_order))})")
-        selected = [w for w in all_weights if w.layer in selected_layers]
-        if pattern is not None:
-            for w in [w for w in selected if w.input_axis is None]:
-                skipped[w.layer] = f"{w.kind}: no N:M along its input"
-                ctx.warn(f"{w.layer}: a {w.kind} kernel cannot hold an N:M pattern; left dense")
-            selected = [w for w in selected if w.input_axis is not None]
-        if not selected:
-            raise BadInput("every prunable layer is excluded: nothing to prune",
-                           "drop an --exclude pattern, or pass --prune-first-last for a model this small")
+        target, pattern, selected, skipped = choose_weights(
+            all_weights, sparsity=self.sparsity, pattern=self.pattern, scope=self.scope, exclude=self.exclude,
+            prune_first_last=self.prune_first_last, warn=ctx.warn, unit="layer")
 
         workdir = Path(tempfile.mkdtemp(prefix="mdeploy-prune-"))
         try:

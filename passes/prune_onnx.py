@@ -15,7 +15,7 @@ from mdeploy.passes.artifact import Artifact
 from mdeploy.passes.errors import BadInput
 from mdeploy.passes.fsio import atomic_output, ensure_writable
 from mdeploy.passes.pipeline import Context, pass_params
-from mdeploy.passes.sparsity import check_sparsity, global_masks, layer_masks, nm_mask, parse_pattern, select_layers
+from mdeploy.passes.sparsity import choose_weights, masks_for
 
 _FLOAT_TYPES = {1, 10, 11}  # FLOAT, FLOAT16, DOUBLE
 
@@ -95,10 +95,6 @@ class PruneOnnx:
         from mdeploy.passes.prune import compressed_size, pruning_summary
         from mdeploy.passes.runtimes import onnx_session
 
-        pattern = parse_pattern(self.pattern)
-        target = (1.0 - pattern[0] / pattern[1]) if pattern else check_sparsity(self.sparsity)
-        if self.scope not in ("layer", "global"):
-            raise BadInput(f"--scope must be layer or global, got {self.scope!r}", "use --scope layer or --scope global")
         final = self.output_path(ctx)
         ensure_writable(final, ctx.force)
         model = load_onnx_model(artifact.path)
@@ -106,28 +102,13 @@ class PruneOnnx:
         if not all_weights:
             raise BadInput(f"{artifact.path}: no Conv, Gemm or MatMul weight initializers to prune",
                            "the weights may be computed at run time or already quantized; prune before quantizing")
-        layer_order = [w.layer for w in all_weights]
-        selected_layers, skipped, unmatched = select_layers(layer_order, self.exclude, self.prune_first_last)
-        for p in unmatched:
-            ctx.warn(f"--exclude {p!r} matched no prunable node (nodes: {', '.join(dict.fromkeys(layer_order))})")
-        selected = [w for w in all_weights if w.layer in selected_layers]
-        if pattern is not None:
-            for w in [w for w in selected if w.input_axis is None]:
-                skipped[w.layer] = "depthwise Conv: no N:M along its input"
-                ctx.warn(f"{w.layer}: a depthwise Conv cannot hold an N:M pattern; left dense")
-            selected = [w for w in selected if w.input_axis is not None]
-        if not selected:
-            raise BadInput("every prunable node is excluded: nothing to prune",
-                           "drop an --exclude pattern, or pass --prune-first-last for a model this small")
+        target, pattern, selected, skipped = choose_weights(
+            all_weights, sparsity=self.sparsity, pattern=self.pattern, scope=self.scope, exclude=self.exclude,
+            prune_first_last=self.prune_first_last, warn=ctx.warn, unit="node")
 
         inits = {i.name: i for i in model.graph.initializer}
         values = {w.name: numpy_helper.to_array(inits[w.name]) for w in selected}
-        if pattern is not None:
-            masks = {w.name: nm_mask(values[w.name], *pattern, w.input_axis, w.name, w.layer) for w in selected}
-        elif self.scope == "global":
-            masks = global_masks(values, target)
-        else:
-            masks = layer_masks(values, target)
+        masks = masks_for(selected, values, target, self.scope, pattern)
         ctx.stage("pruning initializers")
         for w in selected:
             pruned = (values[w.name] * masks[w.name]).astype(values[w.name].dtype)

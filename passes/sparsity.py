@@ -158,3 +158,42 @@ def select_layers(layers: list[str], exclude: tuple[str, ...] = (), prune_first_
         for name in hits:
             skipped.setdefault(name, f"--exclude {pattern}")
     return [n for n in unique if n not in skipped], skipped, unmatched
+
+
+def choose_weights(weights: list, *, sparsity: float, pattern: str | None, scope: str, exclude: tuple[str, ...],
+                   prune_first_last: bool, warn, unit: str = "layer") -> tuple[float, tuple[int, int] | None, list, dict[str, str]]:
+    """The shared front half of every pruning pass: check the flags, apply the first/last and --exclude policy,
+    and drop kernels that cannot hold an N:M pattern.
+
+    `weights` are objects with .layer, .kind and .input_axis, in graph order. Returns
+    (target sparsity, parsed pattern, selected weights, {skipped layer: reason}).
+    """
+    parsed = parse_pattern(pattern)
+    target = (1.0 - parsed[0] / parsed[1]) if parsed else check_sparsity(sparsity)
+    if scope not in ("layer", "global"):
+        raise BadInput(f"--scope must be layer or global, got {scope!r}", "use --scope layer or --scope global")
+    order = [w.layer for w in weights]
+    selected_layers, skipped, unmatched = select_layers(order, exclude, prune_first_last)
+    for p in unmatched:
+        warn(f"--exclude {p!r} matched no prunable {unit} ({unit}s: {', '.join(dict.fromkeys(order))})")
+    selected = [w for w in weights if w.layer in selected_layers]
+    if parsed is not None:
+        for w in [w for w in selected if w.input_axis is None]:
+            skipped[w.layer] = f"{w.kind}: no N:M along its input"
+            warn(f"{w.layer}: a {w.kind} kernel cannot hold an N:M pattern; left dense")
+        selected = [w for w in selected if w.input_axis is not None]
+    if not selected:
+        raise BadInput(f"every prunable {unit} is excluded: nothing to prune",
+                       "drop an --exclude pattern, or pass --prune-first-last for a model this small")
+    return target, parsed, selected, skipped
+
+
+def masks_for(weights: list, values: Mapping[str, np.ndarray], sparsity: float, scope: str,
+              pattern: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    """Masks for the selected weights (objects with .name, .layer, .input_axis) by pattern, global or per layer."""
+    if pattern is not None:
+        n, m = pattern
+        return {w.name: nm_mask(values[w.name], n, m, w.input_axis, w.name, w.layer) for w in weights}
+    if scope == "global":
+        return global_masks(values, sparsity)
+    return layer_masks(values, sparsity)
