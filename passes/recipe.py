@@ -130,19 +130,23 @@ def check(recipe: Recipe) -> Recipe:
     return recipe
 
 
+def read_toml(path: Path, what: str, hint: str) -> dict[str, Any]:
+    """A TOML file as a dict, or BadInput naming the file (recipes and zoo manifests)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such {what}", hint)
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path} is not valid TOML ({e})", f"check the {what}'s syntax") from e
+
+
 def load_recipe(path: Path | None, overrides: dict[str, Any] | None = None) -> Recipe:
     """Defaults, then the TOML recipe, then CLI overrides (dotted keys such as 'prune.sparsity')."""
     recipe = Recipe()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise BadInput(f"{path}: no such recipe file", "pass a TOML file, e.g. recipes/edge-int8.toml")
-        try:
-            data = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise BadInput(f"{path} is not valid TOML ({e})", "check the recipe's syntax") from e
-        recipe = _build(Recipe, data, "")
-        recipe = _resolve_paths(recipe, path.parent)
+        data = read_toml(Path(path), "recipe file", "pass a TOML file, e.g. recipes/edge-int8.toml")
+        recipe = _resolve_paths(_build(Recipe, data, ""), Path(path).parent)
     if overrides:
         nested: dict[str, Any] = {}
         for key, value in overrides.items():

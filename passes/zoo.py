@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,13 +66,10 @@ def _resolve(base: Path, value: Any, key: str) -> Any:
 
 def load_manifest(path: Path) -> Manifest:
     """Read a zoo manifest: [defaults] plus [[model]] tables; relative paths resolve against its folder."""
+    from mdeploy.passes.recipe import read_toml
+
     path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{path}: no such manifest", "pass a TOML manifest with [[model]] entries")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path} is not valid TOML ({e})", "check the manifest's syntax") from e
+    data = read_toml(path, "manifest", "pass a TOML manifest with [[model]] entries")
     unknown = set(data) - {"defaults", "model"}
     if unknown:
         raise BadInput(f"unknown manifest key '{sorted(unknown)[0]}'", "a manifest holds [defaults] and [[model]] tables")

@@ -112,26 +112,25 @@ def digits_pruned(tmp_path_factory, digits_model, digits_validation) -> Path:
 
 # --------------------------------------------------------------------------- quantization (issue 3)
 
+def _quantized_in_every_mode(tmp_path_factory, to: str, model: Path, calibration: Path, validation: Path) -> Path:
+    from mdeploy.cli.quantize import quantize
+
+    out = tmp_path_factory.mktemp(f"digits_{to}_q")
+    for mode in ("int8", "dynamic", "fp16"):
+        quantize(model, to, mode, out, calibration=str(calibration), validation=str(validation))
+    return out
+
+
 @pytest.fixture(scope="session")
 def digits_onnx_quantized(tmp_path_factory, digits_model, digits_calibration, digits_validation) -> Path:
     """OUTDIR with the digits model quantized for ONNX in every mode (int8 static, dynamic, fp16); read-only."""
-    from mdeploy.cli.quantize import quantize
-
-    out = tmp_path_factory.mktemp("digits_onnx_q")
-    for mode in ("int8", "dynamic", "fp16"):
-        quantize(digits_model, "onnx", mode, out, calibration=str(digits_calibration), validation=str(digits_validation))
-    return out
+    return _quantized_in_every_mode(tmp_path_factory, "onnx", digits_model, digits_calibration, digits_validation)
 
 
 @pytest.fixture(scope="session")
 def digits_tflite_quantized(tmp_path_factory, digits_model, digits_calibration, digits_validation) -> Path:
     """OUTDIR with the digits model quantized for TFLite in every mode (full int8, dynamic-range, fp16); read-only."""
-    from mdeploy.cli.quantize import quantize
-
-    out = tmp_path_factory.mktemp("digits_tflite_q")
-    for mode in ("int8", "dynamic", "fp16"):
-        quantize(digits_model, "tflite", mode, out, calibration=str(digits_calibration), validation=str(digits_validation))
-    return out
+    return _quantized_in_every_mode(tmp_path_factory, "tflite", digits_model, digits_calibration, digits_validation)
 
 
 @pytest.fixture(scope="session")
