@@ -92,15 +92,22 @@ def keras_output_names(model) -> list[str]:
 
 def _keras_runner(path: Path, threads: int | None) -> Runner:
     _tf_threads(threads)
+    from mdeploy.passes.tf_env import import_tf
+
+    tf = import_tf()
     model = load_keras_model(path)
     inputs, outputs = keras_signature(model)
+    # A graph function traced once for the signature (dynamic batch): how Keras serves, not eager Python.
+    signature = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype)) for t in inputs]
+
+    @tf.function(input_signature=signature)
+    def call(*args):
+        result = model(list(args) if len(args) > 1 else args[0], training=False)
+        return list(result) if isinstance(result, (list, tuple)) else [result]
 
     def run(feeds: Feeds) -> dict[str, np.ndarray]:
-        args = [np.asarray(feeds[t.name]) for t in inputs]
-        result = model(args if len(args) > 1 else args[0], training=False)
-        if not isinstance(result, (list, tuple)):
-            result = [result]
-        return {o.name: np.asarray(r) for o, r in zip(outputs, result)}
+        result = call(*[np.asarray(feeds[t.name], dtype=t.dtype) for t in inputs])
+        return {o.name: r.numpy() for o, r in zip(outputs, result)}
 
     return Runner("keras", inputs, outputs, run)
 
