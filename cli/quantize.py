@@ -123,6 +123,20 @@ def quantization_pass(to: str, mode: str, calibration, *, method: str, format: s
     return QuantizeTflite(mode=mode, io=io, calibration=calibration)
 
 
+SPARSE_ENOUGH = 0.05  # below this a model was not pruned; its few zeros are not worth a survival check
+
+
+def sparsity_kept(source, quantized) -> dict | None:
+    """For a pruned source (keras/onnx), whether its zero weights survived quantization; else None."""
+    if source.format not in ("keras", "onnx"):
+        return None
+    from mdeploy.passes.prune import measure_sparsity, sparsity_survival
+
+    if measure_sparsity(source)["sparsity"] < SPARSE_ENOUGH:
+        return None
+    return sparsity_survival(source, quantized)
+
+
 def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str | None = None,
              validation: str | None = None, samples: int = DEFAULT_SAMPLES, method: str = "minmax", format: str = "qdq",
              per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", image=None, batch_size: int = 32,
@@ -161,6 +175,13 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
     record["quality"] = quality
     record["calibration"] = ({"data": plan.calibration.spec, "samples": plan.calibration_samples,
                               "method": method if to == "onnx" else "tflite-converter"} if plan.calibration else None)
+    survival = sparsity_kept(source, quantized)
+    if survival is not None:
+        record["sparsity"] = survival["sparsity_after"]
+        record["sparsity_survival"] = survival
+        if not survival["survived"]:
+            ctx.warn(f"{quantized.name}: quantization filled in pruned zeros "
+                     f"({survival['zeros_before']} zero weights before, {survival['zeros_after']} after)")
     report = Report.load_or_new(out_dir, source)
     report.add_artifact(record)
     report.add_steps(steps)

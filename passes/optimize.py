@@ -195,6 +195,11 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     for a in artifacts:
         record = artifact_record(a, out_dir)
         record["target"] = TARGETS.get(a.format)
+        if "pruned" in produced and a.precision != "float32":
+            from mdeploy.passes.prune import sparsity_survival
+
+            record["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
+            record["sparsity"] = survival["sparsity_after"]
         report.add_artifact(record)
 
     _validate(report, source, artifacts, recipe, out_dir, results, stage)

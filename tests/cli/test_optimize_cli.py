@@ -71,6 +71,8 @@ def test_gate_rejects_a_model_pruned_too_far(mdeploy, digits_model, digits_calib
     assert edge and all(a["status"] == "rejected" for a in edge)
     assert all(a["validation"]["accuracy_drop"] > 0.01 for a in edge)
     assert report["steps"][0]["pass"] == "prune.keras"
+    int8 = next(a for a in edge if a["precision"] == "int8")
+    assert int8["sparsity_survival"]["survived"] and int8["sparsity"] > 0.9  # the zeros outlive quantization
 
 
 @pytest.mark.parametrize("text,fragment", [
