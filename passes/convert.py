@@ -246,9 +246,11 @@ def write_tflite(converter, final: Path, force: bool, verify=None) -> None:
     `verify(tmp_path)`, when given, runs after the load check and before publishing (quantize runs the model once).
     """
     from mdeploy.passes.runtimes import load_runner
+    from mdeploy.passes.tf_env import quiet_native_stderr
 
     try:
-        flatbuffer = converter.convert()
+        with quiet_native_stderr():  # the converter's C++ prints its quantization settings on fd 2
+            flatbuffer = converter.convert()
     except Exception as e:
         text = str(e)
         ops = sorted({line.split("'")[1] for line in text.splitlines() if "op '" in line.lower() and "'" in line})
