@@ -169,3 +169,18 @@ def test_mobilenet_converts_to_all_three_with_parity(mdeploy, mobilenet_model, t
         assert a["checks"]["passed"], a["checks"]
         assert a["size_bytes"] > 10_000_000  # 3.5M float32 parameters are really there
         assert a["inputs"][0]["shape"] == [None, 224, 224, 3]
+
+
+def test_quiet_by_default_and_verbose_lets_tensorflow_speak(digits_model, digits_calibration, tmp_path):
+    """Through the installed entry point: TensorFlow's, LiteRT's and the converters' native noise stays hidden."""
+    def run(*extra):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "ABSL", "GLOG"))}
+        return subprocess.run([sys.executable, "-m", "mdeploy.cli", "quantize", str(digits_model), "--to", "tflite",
+                               "--mode", "int8", "--calibration", str(digits_calibration), *extra],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    quiet = run("-o", str(tmp_path / "q"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr.strip() == "", quiet.stderr
+    loud = run("-o", str(tmp_path / "v"), "--verbose")
+    assert loud.returncode == 0 and loud.stderr.strip() != ""
