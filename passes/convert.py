@@ -6,6 +6,7 @@ input names and whose outputs are a dict keyed by the model's output names, so e
 """
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -95,9 +96,14 @@ class ToSavedModel:
 
 def _onnx_problem(model_proto, path: Path) -> str | None:
     """Why ONNX Runtime would refuse this graph (unconverted ops named), or None if it loads."""
-    foreign = sorted({n.op_type for n in model_proto.graph.node if n.domain not in STANDARD_ONNX_DOMAINS})
-    if foreign:
-        return "unsupported op(s) left unconverted: " + ", ".join(foreign)
+    import onnx
+
+    # tf2onnx leaves an op it cannot convert in the graph under its TensorFlow name.
+    unknown = sorted({n.op_type for n in model_proto.graph.node
+                      if n.domain not in STANDARD_ONNX_DOMAINS
+                      or (n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type))})
+    if unknown:
+        return "unsupported op(s) left unconverted: " + ", ".join(unknown)
     from mdeploy.passes.runtimes import onnx_session
 
     try:
@@ -168,9 +174,12 @@ class ToOnnx:
                 problems.append(f"{route}: {problem}")
                 tmp.unlink()
             else:
-                unsupported = next((p for p in problems if "unsupported op" in p), None)
-                raise PassFailed(f"tf2onnx could not produce an ONNX model ONNX Runtime can load: {unsupported or '; '.join(problems)}",
-                                 "try another --opset (tf2onnx supports up to 18), or replace the named op(s) in the model")
+                unsupported = next((p.split(": ", 1)[1] for p in problems if "unsupported op" in p), None)
+                if unsupported:
+                    raise PassFailed(f"tf2onnx cannot convert this model to ONNX: {unsupported}",
+                                     "replace the named op(s) in the model, or try another --opset (tf2onnx supports up to 18)")
+                raise PassFailed(f"tf2onnx could not produce an ONNX model ONNX Runtime can load: {'; '.join(problems)}",
+                                 "try another --opset (tf2onnx supports up to 18); --debug shows each route's failure")
         return artifact.derive(format="onnx", path=final, name="onnx", precision="float32",
                                produced_by={"pass": self.name, "params": pass_params(self)}, onnx_route=route,
                                opset=self.opset)
@@ -253,9 +262,12 @@ def write_tflite(converter, final: Path, force: bool, verify=None) -> None:
             flatbuffer = converter.convert()
     except Exception as e:
         text = str(e)
-        ops = sorted({line.split("'")[1] for line in text.splitlines() if "op '" in line.lower() and "'" in line})
-        raise PassFailed(f"the TFLite converter failed{' on op(s) ' + ', '.join(ops) if ops else ''}: {text.strip().splitlines()[0][:300] if text.strip() else type(e).__name__}",
-                         "if an op is unsupported, the TF-ops fallback (Flex) or a model change is needed") from e
+        ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", text)))
+        if ops:
+            raise PassFailed(f"the TFLite converter cannot convert op(s) {', '.join(ops)}: not TFLite builtins",
+                             "replace the named op(s) in the model; TFLite has no kernel for them") from e
+        first = text.strip().splitlines()[0][:300] if text.strip() else type(e).__name__
+        raise PassFailed(f"the TFLite converter failed: {first}", "run with --debug for the converter's full message") from e
     with atomic_output(final, force) as tmp:
         tmp.write_bytes(flatbuffer)
         load_runner("tflite", tmp)  # never publish what LiteRT cannot load

@@ -39,7 +39,7 @@ def import_tf():
     if not _verbose:
         tf.get_logger().setLevel(logging.ERROR)
         tf.autograph.set_verbosity(0)
-        logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+        logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)  # it logs unsupported ops; we raise them named
         logging.getLogger("absl").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module="tensorflow")
         warnings.filterwarnings("ignore", module="keras")

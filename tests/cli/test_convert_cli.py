@@ -184,3 +184,29 @@ def test_quiet_by_default_and_verbose_lets_tensorflow_speak(digits_model, digits
     assert quiet.stderr.strip() == "", quiet.stderr
     loud = run("-o", str(tmp_path / "v"), "--verbose")
     assert loud.returncode == 0 and loud.stderr.strip() != ""
+
+
+@pytest.fixture(scope="module")
+def unsupported_op_savedmodel(tmp_path_factory):
+    """A SavedModel using Igamma, which neither tf2onnx nor TFLite can convert."""
+    import tensorflow as tf
+
+    class Gamma(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.math.igamma(x + 1.0, x + 2.0)}
+
+    m = Gamma()
+    path = tmp_path_factory.mktemp("unsupported") / "igamma"
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+    return path
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_unsupported_op_is_named_exit_3(mdeploy, unsupported_op_savedmodel, tmp_path, target):
+    out = tmp_path / "out"
+    r = mdeploy("convert", unsupported_op_savedmodel, "--to", target, "-o", out)
+    assert r.exit_code == 3, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert [ln.split(":")[0] for ln in lines] == ["error", "hint"] and "Igamma" in lines[0]
+    assert not [p for p in out.rglob("*") if p.is_file()]  # nothing half-written left behind
