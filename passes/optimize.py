@@ -6,6 +6,7 @@ signature so a fully cached run never imports TensorFlow.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -79,10 +80,15 @@ def _calibration_spec(recipe: Recipe):
     return DataSpec(recipe.calibration, take=take if recipe.calibration != "random" else recipe.quantize.samples)
 
 
-def build_plan(source: Artifact, recipe: Recipe, name: str) -> tuple[list[Node], dict[str, list[Node]]]:
+def build_plan(source: Artifact, recipe: Recipe, name: str,
+               warnings: list[str] | None = None) -> tuple[list[Node], dict[str, list[Node]]]:
     """(in-process prelude, parallel branches) for the recipe. The prelude prunes; branches convert and quantize."""
     from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
 
+    warnings = warnings if warnings is not None else []
+    if source.format == "tflite":
+        raise BadInput("optimize starts from a Keras model, a SavedModel or an ONNX model, not TFLite",
+                       "convert it first: `mdeploy convert MODEL.tflite --to onnx`, then optimize the ONNX")
     prelude: list[Node] = []
     base = "source"
     if recipe.prune.sparsity > 0:
@@ -97,6 +103,11 @@ def build_plan(source: Artifact, recipe: Recipe, name: str) -> tuple[list[Node],
         base = "pruned"
     calibration = _calibration_spec(recipe)
     q = recipe.quantize
+    if calibration is None and "int8" in (*q.onnx, *q.tflite):
+        warnings.append("no --calibration data: static int8 quantization skipped "
+                        "(pass --calibration DATA, or `random` for a size/speed preview without accuracy)")
+        q = dataclasses.replace(q, onnx=tuple(m for m in q.onnx if m != "int8"),
+                                tflite=tuple(m for m in q.tflite if m != "int8"))
     want_cloud = recipe.target in ("cloud", "all")
     want_edge = recipe.target in ("edge", "all")
     branches: dict[str, list[Node]] = {}
@@ -161,9 +172,11 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     stage("reading the model")
     source = open_source_model(Path(model), results)
     name = recipe.name or Path(model).stem.split(".")[0] or "model"
-    prelude, branches = build_plan(source, recipe, name)
+    plan_warnings: list[str] = []
+    prelude, branches = build_plan(source, recipe, name, plan_warnings)
     ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage)
     report = Report.for_source(source)
+    report.warnings.extend(plan_warnings)
     report.extra["recipe"] = recipe.to_dict()
 
     inputs = {"source": source}

@@ -111,3 +111,27 @@ def test_cli_flags_override_the_recipe(tmp_path):
     r = load_recipe(recipe, {"target": "cloud", "prune.sparsity": 0.25, "jobs": None})
     assert r.target == "cloud" and r.prune.sparsity == 0.25 and r.jobs == 2
     assert r.calibration == str((tmp_path / "data" / "cal.npz").resolve())  # relative to the recipe file
+
+
+def test_onnx_source_gets_the_cloud_chain(mdeploy, digits_converted, digits_validation, tmp_path):
+    r = mdeploy("optimize", digits_converted / "onnx" / "model.onnx", "--target", "cloud", "--calibration",
+                digits_validation, "--validation", digits_validation, "--no-bench", "-o", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    names = {a["name"]: a for a in report["artifacts"]}
+    assert set(names) == {"onnx-simplified", "onnx-int8"}
+    assert names["onnx-int8"]["validation"]["accuracy_drop"] <= 0.01
+
+
+def test_without_calibration_int8_is_skipped_with_a_warning(mdeploy, digits_model, tmp_path):
+    r = mdeploy("optimize", digits_model, "--target", "edge", "--no-bench", "-o", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert [a["name"] for a in report["artifacts"]] == ["tflite"]
+    assert any("static int8 quantization skipped" in w for w in report["warnings"])
+    assert any("accuracy was NOT validated" in w for w in report["warnings"])
+
+
+def test_tflite_source_is_refused_with_a_route(mdeploy, digits_converted, tmp_path):
+    r = mdeploy("optimize", digits_converted / "tflite" / "model.tflite", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and "not TFLite" in r.stderr and "--to onnx" in r.stderr
