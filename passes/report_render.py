@@ -74,6 +74,8 @@ def comparison_rows(report: Report) -> list[dict[str, Any]]:
         drop = _num(validation.get("accuracy_drop"))
         if acc is None:
             acc, drop = _num(quality.get("accuracy")), _num(quality.get("accuracy_drop"))
+        if acc is None:  # prune measured it before and after, on its --data
+            acc = _num((a.get("pruning") or {}).get("accuracy_after"))
         if drop is None and acc is not None and source_acc is not None:
             drop = source_acc - acc
         status, why = _status(a)
