@@ -20,7 +20,7 @@ def optimize_cli(
     recipe: Annotated[Path | None, typer.Option("--recipe", help="TOML recipe; flags given on the command line override it.")] = None,
     max_accuracy_drop: Annotated[float | None, typer.Option("--max-accuracy-drop", help="Accuracy budget (fraction): artifacts over it are rejected. [default: 0.01]")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also produce fp16 ONNX and TFLite.")] = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Processes for the ONNX and TFLite branches (1 = serial). [default: 2]")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Processes for the ONNX and TFLite branches (1 = serial). [default: 2 on 4+ cores, else 1]")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step instead of reusing cached results.")] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where step results are cached. [default: OUTDIR/.mdeploy-cache]")] = None,
     no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the latency benchmark.")] = False,

@@ -136,16 +136,19 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
                                                                    calibration=calibration if mode == "int8" else None), last))
         branches["onnx"] = onnx_nodes
     tf_nodes: list[Node] = []
+    tflite_input = base
     if want_cloud and source.format != "onnx":
         tf_nodes.append(Node("savedmodel", ToSavedModel(model_name=name), base))
+        tflite_input = "savedmodel"  # the TFLite converter reads SavedModels: reuse it, don't export again
     if want_edge:
-        tf_nodes.append(Node("tflite", ToTflite(), base))
+        tf_nodes.append(Node("tflite", ToTflite(), tflite_input))
         if q.tflite:
             from mdeploy.passes.quantize_tflite import QuantizeTflite
 
             for mode in q.tflite:
                 tf_nodes.append(Node(f"tflite-{mode}", QuantizeTflite(mode=mode, io=q.io,
-                                                                     calibration=calibration if mode == "int8" else None), base))
+                                                                     calibration=calibration if mode == "int8" else None),
+                                     tflite_input))
     if tf_nodes:
         branches["tensorflow"] = tf_nodes
     return prelude, branches
@@ -190,7 +193,10 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
         if "pruned" not in inputs:
             branches = {}
     produced: dict[str, Artifact] = {k: v for k, v in inputs.items() if k != "source"}
-    for name_, res in run_branches(branches, inputs, ctx, jobs=recipe.jobs).items():
+    from mdeploy.passes.recipe import default_jobs
+
+    jobs = recipe.jobs if recipe.jobs is not None else default_jobs()
+    for res in run_branches(branches, inputs, ctx, jobs=jobs).values():
         steps += res.steps
         failures.update(res.failures)
         produced.update(res.artifacts)
