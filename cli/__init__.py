@@ -52,32 +52,16 @@ def _root(
 
 
 def _register() -> None:
-    from mdeploy.cli import convert, inspect
+    """Each command lives in its own module, as a pure function beside its Typer wrapper."""
+    from mdeploy.cli import bench, convert, inspect, optimize, prune, quantize, report, simplify, validate, zoo
 
-    app.command("inspect")(inspect.inspect_cli)
-    app.command("convert")(convert.convert_cli)
-    for module_name, command, func in EXTRA_COMMANDS:
-        try:
-            module = __import__(f"mdeploy.cli.{module_name}", fromlist=[func])
-        except ModuleNotFoundError as e:
-            if e.name != f"mdeploy.cli.{module_name}":
-                raise
-            continue
-        app.command(command)(getattr(module, func))
+    for name, func in (("optimize", optimize.optimize_cli), ("convert", convert.convert_cli),
+                       ("inspect", inspect.inspect_cli), ("simplify", simplify.simplify_cli),
+                       ("quantize", quantize.quantize_cli), ("prune", prune.prune_cli),
+                       ("validate", validate.validate_cli), ("bench", bench.bench_cli), ("report", report.report_cli),
+                       ("zoo", zoo.zoo_cli), ("zoo-merge", zoo.zoo_merge_cli)):
+        app.command(name)(func)
 
-
-# Commands living in their own modules; registered when present.
-EXTRA_COMMANDS = [
-    ("simplify", "simplify", "simplify_cli"),
-    ("quantize", "quantize", "quantize_cli"),
-    ("prune", "prune", "prune_cli"),
-    ("validate", "validate", "validate_cli"),
-    ("bench", "bench", "bench_cli"),
-    ("report", "report", "report_cli"),
-    ("optimize", "optimize", "optimize_cli"),
-    ("zoo", "zoo", "zoo_cli"),
-    ("zoo", "zoo-merge", "zoo_merge_cli"),
-]
 
 _register()
 
