@@ -177,7 +177,7 @@ def _cell(best: dict[str, Any] | None) -> tuple[str, str, str, str]:
     from mdeploy.cli._format import human_bytes
 
     speed = f"{best['speedup']:.2f}x" if best.get("speedup") else "-"
-    drop = f"{best['accuracy_drop'] * 100:+.2f} pt" if isinstance(best.get("accuracy_drop"), (int, float)) else "-"
+    drop = f"{best['accuracy_drop'] * 100:.2f} pp" if isinstance(best.get("accuracy_drop"), (int, float)) else "-"
     return (best["artifact"], human_bytes(best.get("size_bytes")), speed, drop)
 
 
