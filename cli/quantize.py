@@ -107,18 +107,18 @@ def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset
 
 
 def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
-                      exclude: tuple[str, ...], io: str):
+                      exclude: tuple[str, ...], io: str, activations: str = "uint8"):
     if to == "onnx":
         from mdeploy.passes.quantize_onnx import QuantizeOnnx
 
         if io != "float":
             raise BadInput("--io applies to --to tflite only", "ONNX int8 models keep float inputs and outputs (QDQ)")
         return QuantizeOnnx(mode=mode, format=format, per_channel=per_channel, method=method, exclude=exclude,
-                            calibration=calibration)
+                            calibration=calibration, activations=activations)
     from mdeploy.passes.quantize_tflite import QuantizeTflite
 
-    if exclude or format != "qdq" or method != "minmax" or not per_channel:
-        raise BadInput("--exclude, --format, --method and --per-tensor apply to --to onnx only",
+    if exclude or format != "qdq" or method != "minmax" or not per_channel or activations != "uint8":
+        raise BadInput("--exclude, --format, --method, --per-tensor and --activations apply to --to onnx only",
                        "the TFLite converter chooses these itself")
     return QuantizeTflite(mode=mode, io=io, calibration=calibration)
 
@@ -139,7 +139,8 @@ def sparsity_kept(source, quantized) -> dict | None:
 
 def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str | None = None,
              validation: str | None = None, samples: int = DEFAULT_SAMPLES, method: str = "minmax", format: str = "qdq",
-             per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", image=None, batch_size: int = 32,
+             per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", activations: str = "uint8",
+             image=None, batch_size: int = 32,
              opset: int | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
     """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
     from mdeploy.passes.fsio import ensure_writable
@@ -160,7 +161,7 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
                        "start from the Keras model or SavedModel (or an ONNX model for --to onnx)")
     out_dir = Path(out_dir)
     qpass = quantization_pass(to, mode, None, method=method, format=format, per_channel=per_channel,
-                              exclude=tuple(exclude), io=io)
+                              exclude=tuple(exclude), io=io, activations=activations)
     ensure_writable(qpass.output_path(Context(out_dir=out_dir)), force)  # before any work
     stage("checking the data")
     plan = plan_data(source.inputs, mode, calibration, validation, samples, image=image, batch_size=batch_size, seed=seed)
@@ -229,6 +230,7 @@ def quantize_cli(
     method: Annotated[str, typer.Option("--method", help="ONNX int8 calibration: minmax, entropy or percentile.")] = "minmax",
     quant_format: Annotated[str, typer.Option("--format", help="ONNX int8 format: qdq or qoperator.")] = "qdq",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="ONNX: one weight scale per tensor instead of per channel.")] = False,
+    activations: Annotated[str, typer.Option("--activations", help="ONNX int8 activations: uint8 (ONNX Runtime's fast path on x86) or int8.")] = "uint8",
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="ONNX: node names or op types to keep in float (repeat or comma-separate).")] = None,
     io: Annotated[str, typer.Option("--io", help="TFLite int8: float keeps float32 I/O; int8 gives integer-only I/O.")] = "float",
     image_size: Annotated[str | None, typer.Option("--image-size", help="Images: resize to HEIGHTxWIDTH (default: the model's).")] = None,
@@ -250,7 +252,8 @@ def quantize_cli(
     with progress("quantizing", quiet=json_out) as on_stage:
         report = quantize(model, to.lower(), mode.lower(), out_dir, calibration=calibration, validation=validation,
                           samples=samples, method=method.lower(), format=quant_format.lower(), per_channel=not per_tensor,
-                          exclude=_split(exclude), io=io.lower(), image=image, opset=opset, force=force, on_stage=on_stage)
+                          exclude=_split(exclude), io=io.lower(), activations=activations.lower(), image=image, opset=opset,
+                          force=force, on_stage=on_stage)
     if json_out:
         emit_json(report.to_dict())
         return

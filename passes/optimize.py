@@ -133,6 +133,7 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
             for mode in q.onnx:
                 onnx_nodes.append(Node(f"onnx-{mode}", QuantizeOnnx(mode=mode, format=q.format, per_channel=q.per_channel,
                                                                    method=q.method, exclude=q.exclude,
+                                                                   activations=q.activations,
                                                                    calibration=calibration if mode == "int8" else None), last))
         branches["onnx"] = onnx_nodes
     tf_nodes: list[Node] = []

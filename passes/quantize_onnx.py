@@ -37,6 +37,10 @@ class QuantizeOnnx:
     format: qdq (QuantizeLinear/DequantizeLinear pairs, the default) | qoperator (QLinearConv, ...); int8 only.
     per_channel: per-channel weight scales (int8 and dynamic).
     method: calibration method for int8: minmax | entropy | percentile.
+    activations: uint8 (the default: uint8 activations with int8 weights, ONNX Runtime's fast U8S8 path on
+        x86; MobileNetV2 QDQ runs 2.3x faster than float, where int8 activations ran 1.1x, and as QOperator 8x
+        slower) | int8 (S8S8, for targets that need signed activations). Weights are always symmetric int8,
+        so a pruned zero stays exactly zero.
     exclude: node names or op types to keep in float.
     calibration: the calibration data (int8 only), as a DataSpec window.
     keep_io_float: fp16 keeps float32 inputs and outputs (the default), casting inside the graph.
@@ -53,6 +57,7 @@ class QuantizeOnnx:
     format: str = "qdq"
     per_channel: bool = True
     method: str = "minmax"
+    activations: str = "uint8"
     exclude: tuple[str, ...] = ()
     calibration: DataSpec | None = None
     keep_io_float: bool = True
@@ -65,6 +70,8 @@ class QuantizeOnnx:
             raise BadInput(f"unknown ONNX quantization format '{self.format}'", f"choose from {', '.join(FORMATS)}")
         if self.method not in METHODS:
             raise BadInput(f"unknown calibration method '{self.method}'", f"choose from {', '.join(METHODS)}")
+        if self.activations not in ("uint8", "int8"):
+            raise BadInput(f"unknown activation type '{self.activations}'", "choose uint8 (fast on x86) or int8")
 
     def output_path(self, ctx: Context) -> Path:
         return Path(ctx.out_dir) / "onnx" / (self.file_name or quantized_file_name(self.mode, ".onnx"))
@@ -148,7 +155,8 @@ class QuantizeOnnx:
                   "percentile": CalibrationMethod.Percentile}[self.method]
         quantize_static(str(pre), str(out), reader,
                         quant_format=QuantFormat.QDQ if self.format == "qdq" else QuantFormat.QOperator,
-                        per_channel=self.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        per_channel=self.per_channel, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
                         calibrate_method=method, nodes_to_exclude=names or None,
                         op_types_to_quantize=self._op_types(types, static=True),
                         # a stride of one batch bounds memory (ranges/histograms are merged batch by batch instead

@@ -34,6 +34,7 @@ class QuantizeSettings:
     method: str = "minmax"
     per_channel: bool = True
     format: str = "qdq"
+    activations: str = "uint8"
     exclude: tuple[str, ...] = ()
     io: str = "float"
     samples: int = 300

@@ -1,0 +1,67 @@
+"""int8 against float on MobileNetV2: latency of each artifact on its own runtime, rounds interleaved.
+
+Builds (or reuses) the MobileNetV2 sample, converts it to float ONNX and TFLite, quantizes each to int8 with
+`random` calibration (speed does not depend on the calibration data), then runs `mdeploy bench` on the four
+artifacts for several rounds, alternating their order, and reports median p50s and the int8 speedups.
+
+    python benchmarks/int8_speedup.py [--rounds 3] [--runs 50] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print the JSON summary instead of the table")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(REPO / "sample_models"))
+    from build_mobilenet import build
+
+    from mdeploy.cli.bench import bench_models
+    from mdeploy.cli.convert import convert
+    from mdeploy.cli.quantize import quantize
+
+    model = build()
+    with tempfile.TemporaryDirectory(prefix="mdeploy-int8-") as tmp:
+        out = Path(tmp)
+        convert(model, ["onnx", "tflite"], out)
+        for to in ("onnx", "tflite"):
+            quantize(model, to, "int8", out, calibration="random", samples=32)
+        paths = {"onnx float32": out / "onnx" / "model.onnx", "onnx int8": out / "onnx" / "model.int8.onnx",
+                 "tflite float32": out / "tflite" / "model.tflite", "tflite int8": out / "tflite" / "model.int8.tflite"}
+        p50: dict[str, list[float]] = {k: [] for k in paths}
+        for r in range(args.rounds):
+            order = list(paths) if r % 2 == 0 else list(reversed(paths))
+            results = bench_models([paths[k] for k in order], runs=args.runs, warmup=args.warmup)
+            for k, res in zip(order, results):
+                p50[k].append(res["latency_ms"]["p50"])
+            machine = results[0]["machine"]
+    med = {k: statistics.median(v) for k, v in p50.items()}
+    summary = {"p50_ms_median": med, "p50_ms_rounds": p50,
+               "speedup_onnx": med["onnx float32"] / med["onnx int8"],
+               "speedup_tflite": med["tflite float32"] / med["tflite int8"],
+               "machine": machine, "rounds": args.rounds, "runs": args.runs}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for k, v in med.items():
+            print(f"{k:<16} p50 {v:7.3f} ms   rounds: {', '.join(f'{x:.3f}' for x in p50[k])}")
+        print(f"int8 speedup: onnx {summary['speedup_onnx']:.2f}x, tflite {summary['speedup_tflite']:.2f}x")
+        print(f"machine: {machine}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
