@@ -107,11 +107,6 @@ def check_nm(weight: np.ndarray, n: int, m: int, axis: int) -> bool:
     return bool(np.all(np.count_nonzero(groups, axis=-1) <= n))
 
 
-def sparsity_of(weight: np.ndarray, zero: float | np.ndarray = 0) -> float:
-    w = np.asarray(weight)
-    return float(np.count_nonzero(w == zero)) / w.size if w.size else 0.0
-
-
 def polynomial_sparsity(step: int, *, initial: float, final: float, begin_step: int, end_step: int,
                         exponent: int = 3) -> float:
     """Zhu & Gupta (2017), eq. 1: s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (n * dt))^3 for t in [t_0, t_0 + n*dt].
