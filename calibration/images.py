@@ -42,6 +42,14 @@ class ImageOptions:
             raise BadInput("--image-std has a zero", "standard deviations must be non-zero")
 
 
+def image_options(size: str | None = None, scale: str = "1/255", mean: str | None = None, std: str | None = None,
+                  layout: str = "auto", color: str = "auto") -> ImageOptions:
+    """ImageOptions from their command-line (and recipe) spellings: `224x224`, `1/255`, `0.485,0.456,0.406`."""
+    return ImageOptions(size=parse_size(size), scale=(parse_floats(scale, "--image-scale") or (1.0 / 255.0,))[0],
+                        mean=parse_floats(mean, "--image-mean") or (0.0,), std=parse_floats(std, "--image-std") or (1.0,),
+                        layout=layout, color=color)
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """`224` or `224x224` (height x width)."""
     if not text:

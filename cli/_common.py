@@ -26,6 +26,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Write the report as JSON 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing artifacts.")]
 DataOpt = Annotated[str | None, typer.Option("--data", help="Inputs for checks: a .npz keyed by input name (default: generated, seed 0).")]
 OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset for tf2onnx conversions.")]
+# Preprocessing for directories of images, wherever a command reads calibration or validation data.
+ImageSizeOpt = Annotated[str | None, typer.Option("--image-size", help="Images: resize to HEIGHTxWIDTH (default: the model's).")]
+ImageScaleOpt = Annotated[str | None, typer.Option("--image-scale", help="Images: multiply pixels (0..255) by this. [default: 1/255]")]
+ImageMeanOpt = Annotated[str | None, typer.Option("--image-mean", help="Images: subtract after scaling (one value or one per channel).")]
+ImageStdOpt = Annotated[str | None, typer.Option("--image-std", help="Images: divide by after the mean (one value or one per channel).")]
+ImageLayoutOpt = Annotated[str | None, typer.Option("--image-layout", help="Images: auto, NHWC or NCHW. [default: auto]")]
+ImageColorOpt = Annotated[str | None, typer.Option("--image-color", help="Images: auto, rgb, bgr or gray. [default: auto]")]
 
 
 def emit_json(data: Any) -> None:

@@ -6,7 +6,22 @@ from typing import Annotated
 
 import typer
 
-from mdeploy.cli._common import ForceOpt, JsonOpt, ModelArg, OutDirOpt, emit_json, progress, stdout, warn
+from mdeploy.cli._common import (
+    ForceOpt,
+    ImageColorOpt,
+    ImageLayoutOpt,
+    ImageMeanOpt,
+    ImageScaleOpt,
+    ImageSizeOpt,
+    ImageStdOpt,
+    JsonOpt,
+    ModelArg,
+    OutDirOpt,
+    emit_json,
+    progress,
+    stdout,
+    warn,
+)
 from mdeploy.passes.errors import CheckFailed
 
 
@@ -24,6 +39,12 @@ def optimize_cli(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step instead of reusing cached results.")] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where step results are cached. [default: OUTDIR/.mdeploy-cache]")] = None,
     no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the latency benchmark.")] = False,
+    image_size: ImageSizeOpt = None,
+    image_scale: ImageScaleOpt = None,
+    image_mean: ImageMeanOpt = None,
+    image_std: ImageStdOpt = None,
+    image_layout: ImageLayoutOpt = None,
+    image_color: ImageColorOpt = None,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -33,7 +54,9 @@ def optimize_cli(
 
     overrides = {"target": target, "calibration": calibration, "validation": validation, "prune.sparsity": sparsity,
                  "validate.max_accuracy_drop": max_accuracy_drop, "jobs": jobs,
-                 "cache_dir": str(cache_dir) if cache_dir else None}
+                 "cache_dir": str(cache_dir) if cache_dir else None, "images.size": image_size,
+                 "images.scale": image_scale, "images.mean": image_mean, "images.std": image_std,
+                 "images.layout": image_layout, "images.color": image_color}
     if no_cache:
         overrides["cache"] = False
     if no_bench:

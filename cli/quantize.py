@@ -10,7 +10,23 @@ from typing import Annotated, Any
 
 import typer
 
-from mdeploy.cli._common import ForceOpt, JsonOpt, ModelArg, OpsetOpt, OutDirOpt, emit_json, progress, stdout, warn
+from mdeploy.cli._common import (
+    ForceOpt,
+    ImageColorOpt,
+    ImageLayoutOpt,
+    ImageMeanOpt,
+    ImageScaleOpt,
+    ImageSizeOpt,
+    ImageStdOpt,
+    JsonOpt,
+    ModelArg,
+    OpsetOpt,
+    OutDirOpt,
+    emit_json,
+    progress,
+    stdout,
+    warn,
+)
 from mdeploy.passes.artifact import Artifact
 from mdeploy.passes.errors import BadInput
 from mdeploy.passes.report import Report
@@ -233,22 +249,21 @@ def quantize_cli(
     activations: Annotated[str, typer.Option("--activations", help="ONNX int8 activations: uint8 (ONNX Runtime's fast path on x86) or int8.")] = "uint8",
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="ONNX: node names or op types to keep in float (repeat or comma-separate).")] = None,
     io: Annotated[str, typer.Option("--io", help="TFLite int8: float keeps float32 I/O; int8 gives integer-only I/O.")] = "float",
-    image_size: Annotated[str | None, typer.Option("--image-size", help="Images: resize to HEIGHTxWIDTH (default: the model's).")] = None,
-    image_scale: Annotated[str, typer.Option("--image-scale", help="Images: multiply pixels (0..255) by this, e.g. 1/255.")] = "1/255",
-    image_mean: Annotated[str | None, typer.Option("--image-mean", help="Images: subtract after scaling (one value or one per channel).")] = None,
-    image_std: Annotated[str | None, typer.Option("--image-std", help="Images: divide by after the mean (one value or one per channel).")] = None,
-    image_layout: Annotated[str, typer.Option("--image-layout", help="Images: auto, NHWC or NCHW.")] = "auto",
-    image_color: Annotated[str, typer.Option("--image-color", help="Images: auto, rgb, bgr or gray.")] = "auto",
+    image_size: ImageSizeOpt = None,
+    image_scale: ImageScaleOpt = None,
+    image_mean: ImageMeanOpt = None,
+    image_std: ImageStdOpt = None,
+    image_layout: ImageLayoutOpt = None,
+    image_color: ImageColorOpt = None,
     opset: OpsetOpt = 17,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Quantize a model to int8, dynamic-range int8 or fp16 for ONNX Runtime or LiteRT, and measure what it costs."""
-    from mdeploy.calibration.images import ImageOptions, parse_floats, parse_size
+    from mdeploy.calibration.images import image_options
 
-    image = ImageOptions(size=parse_size(image_size), scale=parse_floats(image_scale, "--image-scale")[0],
-                         mean=parse_floats(image_mean, "--image-mean") or (0.0,),
-                         std=parse_floats(image_std, "--image-std") or (1.0,), layout=image_layout, color=image_color)
+    image = image_options(image_size, image_scale or "1/255", image_mean, image_std, image_layout or "auto",
+                          image_color or "auto")
     with progress("quantizing", quiet=json_out) as on_stage:
         report = quantize(model, to.lower(), mode.lower(), out_dir, calibration=calibration, validation=validation,
                           samples=samples, method=method.lower(), format=quant_format.lower(), per_channel=not per_tensor,

@@ -71,13 +71,20 @@ def open_source_model(path: Path, cache: ResultCache) -> Artifact:
     return artifact
 
 
+def image_options(recipe: Recipe):
+    import dataclasses as dc
+
+    from mdeploy.calibration.images import image_options as build
+
+    return build(**dc.asdict(recipe.images))
+
+
 def _calibration_spec(recipe: Recipe):
     from mdeploy.calibration.sources import DataSpec
 
     if recipe.calibration is None:
         return None
-    take = None if recipe.calibration == "random" else recipe.quantize.samples
-    return DataSpec(recipe.calibration, take=take if recipe.calibration != "random" else recipe.quantize.samples)
+    return DataSpec(recipe.calibration, take=recipe.quantize.samples, image=image_options(recipe))
 
 
 def build_plan(source: Artifact, recipe: Recipe, name: str,
@@ -256,7 +263,7 @@ def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recip
     if cached is None:
         from mdeploy.calibration import open_source
 
-        data = open_source(spec, source.inputs, samples=300 if spec == "random" else None)
+        data = open_source(spec, source.inputs, samples=300 if spec == "random" else None, image=image_options(recipe))
         result = validate(source, candidates, data, thresholds).to_dict()
         results.put(key, result)
     else:

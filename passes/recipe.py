@@ -58,6 +58,18 @@ class BenchSettings:
 
 
 @dataclass(frozen=True)
+class ImageSettings:
+    """Preprocessing for directories of images (calibration and validation), spelled as on the command line."""
+
+    size: str | None = None
+    scale: str = "1/255"
+    mean: str | None = None
+    std: str | None = None
+    layout: str = "auto"
+    color: str = "auto"
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything `mdeploy optimize` does, with the defaults of the default pipeline."""
 
@@ -74,12 +86,14 @@ class Recipe:
     quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
     validate: ValidateSettings = field(default_factory=ValidateSettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"prune": PruneSettings, "quantize": QuantizeSettings, "validate": ValidateSettings, "bench": BenchSettings}
+_SECTIONS = {"prune": PruneSettings, "quantize": QuantizeSettings, "validate": ValidateSettings, "bench": BenchSettings,
+             "images": ImageSettings}
 
 
 def _type_ok(value: Any, annotation: str) -> bool:
@@ -126,6 +140,9 @@ def check(recipe: Recipe) -> Recipe:
             raise BadInput(f"recipe key 'quantize.{fmt}' has unknown mode(s) {', '.join(bad)}", f"modes: {', '.join(QUANT_MODES)}")
     if not 0.0 <= recipe.prune.sparsity < 1.0:
         raise BadInput(f"sparsity must be in [0, 1), got {recipe.prune.sparsity}", "pass e.g. --sparsity 0.5")
+    from mdeploy.calibration.images import image_options
+
+    image_options(**dataclasses.asdict(recipe.images))  # bad sizes, layouts or colours fail before any work
     if recipe.jobs is not None and recipe.jobs < 1:
         raise BadInput(f"jobs must be at least 1, got {recipe.jobs}", "use --jobs 1 to run serially")
     return recipe

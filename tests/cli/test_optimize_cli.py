@@ -137,3 +137,27 @@ def test_without_calibration_int8_is_skipped_with_a_warning(mdeploy, digits_mode
 def test_tflite_source_is_refused_with_a_route(mdeploy, digits_converted, tmp_path):
     r = mdeploy("optimize", digits_converted / "tflite" / "model.tflite", "-o", tmp_path / "o")
     assert r.exit_code == 2 and "not TFLite" in r.stderr and "--to onnx" in r.stderr
+
+
+def test_image_directories_calibrate_and_validate(mdeploy, digits_validation, digits_model, tmp_path):
+    """A folder of PNGs in class sub-folders: preprocessing flags from a recipe, labels from the folder names."""
+    import numpy as np
+    from PIL import Image
+
+    with np.load(digits_validation) as z:
+        images, labels = z["image"][:120], z["labels"][:120]
+    root = tmp_path / "images"
+    for i, (img, label) in enumerate(zip(images, labels)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(img[..., 0] * 255).astype(np.uint8), mode="L").save(root / str(label) / f"{i}.png")
+    recipe = tmp_path / "images.toml"
+    recipe.write_text('target = "edge"\n[images]\nscale = "1/255"\ncolor = "gray"\n[bench]\nenabled = false\n')
+    r = mdeploy("optimize", digits_model, "--recipe", recipe, "--calibration", root, "--validation", root,
+                "-o", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["source_metrics"]["accuracy"] >= 0.95  # labels came from the folder names
+    int8 = next(a for a in report["artifacts"] if a["name"] == "tflite-int8")
+    assert int8["validation"]["accuracy_drop"] <= 0.02
+    bad = mdeploy("optimize", digits_model, "--recipe", recipe, "--image-layout", "HWCN", "-o", tmp_path / "b")
+    assert bad.exit_code == 2 and "HWCN" in bad.stderr
