@@ -120,7 +120,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback unless --debug
         if _common.state["debug"]:
             _common.stderr.print_exception()
-        _print_error(f"unexpected {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
+        from mdeploy.passes.errors import first_line
+
+        _print_error(f"unexpected {type(e).__name__}: {first_line(e, empty='')}",
                      "re-run with --debug for the traceback, and report it if it looks like a bug")
         return EXIT_PASS_FAILED
 

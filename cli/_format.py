@@ -1,15 +1,7 @@
 """Small text formatters shared by the CLI's tables."""
 from __future__ import annotations
 
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+from mdeploy.passes.report_render import human_bytes  # noqa: F401 - one formatter for the library and the CLI
 
 
 def fmt_float(x, digits: int = 3) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput, MdeployError, PassFailed
+from mdeploy.passes.errors import BadInput, MdeployError, PassFailed, first_line
 
 RUNTIME_PACKAGES = {"keras": "tensorflow", "savedmodel": "tensorflow", "onnx": "onnxruntime", "tflite": "ai-edge-litert"}
 BENCH_TIMEOUT_S = 1800
@@ -164,8 +164,7 @@ def _main(argv: list[str]) -> int:
     except MdeployError as e:
         result = {"error": {"message": e.message, "hint": e.hint, "exit_code": e.exit_code}}
     except Exception as e:  # noqa: BLE001 - reported to the parent as a failed pass
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        result = {"error": {"message": f"benchmarking {job['path']} failed: {type(e).__name__}: {first}",
+        result = {"error": {"message": f"benchmarking {job['path']} failed: {type(e).__name__}: {first_line(e, empty='')}",
                             "hint": "re-run with --debug", "exit_code": 3}}
     result_path.write_text(json.dumps(result))
     return 0

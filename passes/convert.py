@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import PassFailed
+from mdeploy.passes.errors import PassFailed, first_line
 from mdeploy.passes.fsio import atomic_output
 from mdeploy.passes.pipeline import Context, pass_params
 
@@ -164,7 +164,7 @@ class ToOnnx:
                 try:
                     model_proto = convert()
                 except Exception as e:  # noqa: BLE001 - a route failing is expected; the next one may work
-                    problems.append(f"{route}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+                    problems.append(f"{route}: {type(e).__name__}: {first_line(e, 200, empty='')}")
                     continue
                 _name_batch_dims(model_proto)
                 onnx.save(model_proto, str(tmp))
@@ -266,8 +266,7 @@ def write_tflite(converter, final: Path, force: bool, verify=None) -> None:
         if ops:
             raise PassFailed(f"the TFLite converter cannot convert op(s) {', '.join(ops)}: not TFLite builtins",
                              "replace the named op(s) in the model; TFLite has no kernel for them") from e
-        first = text.strip().splitlines()[0][:300] if text.strip() else type(e).__name__
-        raise PassFailed(f"the TFLite converter failed: {first}", "run with --debug for the converter's full message") from e
+        raise PassFailed(f"the TFLite converter failed: {first_line(e)}", "run with --debug for the converter's full message") from e
     with atomic_output(final, force) as tmp:
         tmp.write_bytes(flatbuffer)
         load_runner("tflite", tmp)  # never publish what LiteRT cannot load

@@ -39,3 +39,12 @@ class CheckFailed(MdeployError):
     """A parity or accuracy check failed (exit 1)."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+def first_line(e: BaseException, limit: int = 300, empty: str | None = None) -> str:
+    """The first line of an exception's message (libraries' messages run to pages); for an empty message,
+    `empty`, or the exception type's name."""
+    text = str(e).strip()
+    if text:
+        return text.splitlines()[0][:limit]
+    return type(e).__name__ if empty is None else empty

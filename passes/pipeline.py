@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from mdeploy.passes.artifact import Artifact, TensorSpec, content_hash
-from mdeploy.passes.errors import BadInput, MdeployError, PassFailed
+from mdeploy.passes.errors import BadInput, MdeployError, PassFailed, first_line
 from mdeploy.passes.fsio import write_text_atomic
 
 try:
@@ -161,7 +161,7 @@ def run_pass(p: Any, artifact: Artifact, ctx: Context, steps: list[Step]) -> Art
     except MdeployError:
         raise
     except Exception as e:  # a converter's own exception: name the pass and keep the cause for --debug
-        raise PassFailed(f"pass '{p.name}' failed on {artifact.name}: {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
+        raise PassFailed(f"pass '{p.name}' failed on {artifact.name}: {type(e).__name__}: {first_line(e, empty='')}",
                          "run with --debug for the full traceback; if an op is unsupported, try another --opset") from e
     if cache:
         cache.put(key, out)

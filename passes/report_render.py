@@ -110,14 +110,15 @@ def _mark_best(rows: list[dict[str, Any]]) -> None:
 
 # --------------------------------------------------------------------------- cell formatting
 
-def _bytes(n: float | None) -> str:
+def human_bytes(n: float | None) -> str:
+    """1.5 KB, 13.3 MB: sizes as every table and chart shows them."""
     if n is None:
         return "-"
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+        if abs(n) < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return "-"
+    return f"{n:.1f} GB"
 
 
 def _pct(x: float | None, signed: bool = False) -> str:
@@ -138,7 +139,7 @@ def cells(row: dict[str, Any]) -> list[str]:
     status = row["status"] + (f" ({row['why']})" if row["why"] else "")
     return [row["name"] + (" ★" if row["best"] else ""), row["format"], row["precision"],
             "-" if row["sparsity"] is None else f"{row['sparsity'] * 100:.0f}%",
-            _bytes(row["size_bytes"]), _x(row["size_ratio"]), _ms(row["latency_ms"]), _x(row["speedup"]),
+            human_bytes(row["size_bytes"]), _x(row["size_ratio"]), _ms(row["latency_ms"]), _x(row["speedup"]),
             _pct(row["accuracy"]), "-" if row["accuracy_drop"] is None else _pct(0.0 - row["accuracy_drop"] + 0.0, signed=True),
             status]
 
@@ -256,7 +257,7 @@ def to_html(report: Report) -> str:
     """One self-contained page: inline CSS, inline SVG bar charts of size, latency and accuracy, and the table."""
     rows = comparison_rows(report)
     kinds = ["best" if r["best"] else ("failed" if r["status"] in ("failed", "rejected") else "") for r in rows]
-    size_items = [(r["name"], r["size_bytes"] / 1024 if r["size_bytes"] else None, _bytes(r["size_bytes"]), k)
+    size_items = [(r["name"], r["size_bytes"] / 1024 if r["size_bytes"] else None, human_bytes(r["size_bytes"]), k)
                   for r, k in zip(rows, kinds)]
     lat_items = [(r["name"], r["latency_ms"], _ms(r["latency_ms"]), k) for r, k in zip(rows, kinds)]
     acc_items = [(r["name"], r["accuracy"] * 100 if r["accuracy"] is not None else None, _pct(r["accuracy"]), k)

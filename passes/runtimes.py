@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mdeploy.passes.artifact import TensorSpec
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.errors import BadInput, first_line
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -61,10 +61,10 @@ def load_keras_model(path: Path):
         if "safe_mode" in str(e) or "unsafe" in str(e).lower():
             raise BadInput(f"{path}: the model contains code (a Lambda layer or similar) that Keras safe_mode refuses to load",
                            "if you trust this file, pass --unsafe-keras") from e
-        raise BadInput(f"{path}: not a loadable Keras model ({_first_line(e)})",
+        raise BadInput(f"{path}: not a loadable Keras model ({first_line(e)})",
                        "re-save it with model.save() from Keras 3, or check the file is complete") from e
     except Exception as e:  # h5py/zip/json errors all mean the same thing to a user
-        raise BadInput(f"{path}: not a loadable Keras model ({_first_line(e)})",
+        raise BadInput(f"{path}: not a loadable Keras model ({first_line(e)})",
                        "re-save it with model.save() from Keras 3, or check the file is complete") from e
 
 
@@ -119,7 +119,7 @@ def load_savedmodel(path: Path):
     try:
         return tf.saved_model.load(str(path))
     except Exception as e:
-        raise BadInput(f"{path}: not a loadable SavedModel ({_first_line(e)})",
+        raise BadInput(f"{path}: not a loadable SavedModel ({first_line(e)})",
                        "check the directory holds a complete SavedModel (saved_model.pb and variables/)") from e
 
 
@@ -184,7 +184,7 @@ def onnx_session(path: Path, threads: int | None = None):
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise BadInput(f"{path}: ONNX Runtime cannot load this model ({_first_line(e)})",
+        raise BadInput(f"{path}: ONNX Runtime cannot load this model ({first_line(e)})",
                        "check the file is a complete .onnx model; `mdeploy inspect` shows what can be read") from e
 
 
@@ -218,7 +218,7 @@ def litert_interpreter(path: Path, threads: int | None = None):
             interp = Interpreter(model_path=str(path), num_threads=threads or None)
             interp.allocate_tensors()
     except Exception as e:
-        raise BadInput(f"{path}: LiteRT cannot load this model ({_first_line(e)})",
+        raise BadInput(f"{path}: LiteRT cannot load this model ({first_line(e)})",
                        "the file is corrupt or not a .tflite model; re-convert it") from e
     return interp
 
@@ -334,8 +334,3 @@ def run_batched(runner: Runner, feeds: Feeds, batch_size: int = 64) -> dict[str,
     for start in range(0, n, batch_size):
         parts.append(runner({k: v[start:start + batch_size] for k, v in feeds.items()}))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]

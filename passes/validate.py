@@ -13,7 +13,7 @@ import numpy as np
 
 from mdeploy.passes.artifact import Artifact, TensorSpec
 from mdeploy.passes.compare import accuracy, compare_outputs, is_classifier_output, match_outputs
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.errors import BadInput, first_line
 
 # Which metrics a threshold bounds, and in which direction. Agreement is top-1 agreement with the reference.
 GATED = {
@@ -207,8 +207,7 @@ def _run(runner, feeds: dict[str, np.ndarray], name: str) -> dict[str, np.ndarra
     except BadInput:
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise BadInput(f"{name}: the runtime refused the data ({first})",
+        raise BadInput(f"{name}: the runtime refused the data ({first_line(e)})",
                        "the data does not match the model's inputs; `mdeploy inspect MODEL` shows them") from e
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

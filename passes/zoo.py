@@ -174,7 +174,7 @@ def merge_summaries(paths: list[Path]) -> list[dict[str, Any]]:
 def _cell(best: dict[str, Any] | None) -> tuple[str, str, str, str]:
     if not best:
         return ("-", "-", "-", "-")
-    from mdeploy.cli._format import human_bytes
+    from mdeploy.passes.report_render import human_bytes
 
     speed = f"{best['speedup']:.2f}x" if best.get("speedup") else "-"
     drop = f"{best['accuracy_drop'] * 100:.2f} pp" if isinstance(best.get("accuracy_drop"), (int, float)) else "-"
