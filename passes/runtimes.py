@@ -328,8 +328,16 @@ def load_runner(format: str, path: Path, threads: int | None = None) -> Runner:
 
 
 def run_batched(runner: Runner, feeds: Feeds, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Run `feeds` through `runner` in batches and stitch the outputs back together."""
+    """Run `feeds` through `runner` in batches and stitch the outputs back together.
+
+    A model exported with a static batch dimension gets batches of exactly that size (the tflite runner
+    already splits them itself).
+    """
     n = len(next(iter(feeds.values())))
+    static = {t.shape[0] for t in runner.inputs if t.shape and t.shape[0] is not None}
+    if static and runner.format != "tflite":
+        batch_size = min(batch_size, min(static))
+    batch_size = max(batch_size, 1)
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, n, batch_size):
         parts.append(runner({k: v[start:start + batch_size] for k, v in feeds.items()}))

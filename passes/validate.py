@@ -198,18 +198,16 @@ def _restore_layout(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> 
 
 
 def _run(runner, feeds: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
-    """One batch, split into the model's static batch size if it has one; runtime refusals become BadInput."""
-    n = len(next(iter(feeds.values())))
-    static = {t.shape[0] for t in runner.inputs if t.shape and t.shape[0] is not None}
-    step = min(static) if static and runner.format != "tflite" else n  # the tflite runner already splits
+    """One batch through run_batched (which honours a static batch size); runtime refusals become BadInput."""
+    from mdeploy.passes.runtimes import run_batched
+
     try:
-        parts = [runner({k: v[s:s + step] for k, v in feeds.items()}) for s in range(0, n, max(step, 1))]
+        return run_batched(runner, feeds, batch_size=len(next(iter(feeds.values()))))
     except BadInput:
         raise
     except Exception as e:
         raise BadInput(f"{name}: the runtime refused the data ({first_line(e)})",
                        "the data does not match the model's inputs; `mdeploy inspect MODEL` shows them") from e
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 # --------------------------------------------------------------------------- the gate
