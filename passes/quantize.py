@@ -13,7 +13,6 @@ import numpy as np
 
 from mdeploy.calibration.sources import LABELS, CalibrationSource, DataSpec, collect, open_source
 from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.compare import accuracy, compare_outputs, is_classifier_output, worst
 from mdeploy.passes.errors import BadInput, PassFailed
 from mdeploy.passes.runtimes import load_runner
 
@@ -64,52 +63,28 @@ def run_once(path: Path, fmt: str, artifact: Artifact, calibration: DataSpec | N
 
 
 def quantization_quality(parent: Artifact, quantized: Artifact, heldout: CalibrationSource) -> dict[str, Any]:
-    """Compare a quantized artifact with its float parent on held-out data, batch by batch.
+    """Compare a quantized artifact with its float parent on held-out data: `validate` with no gate.
 
     Returns size_ratio, top1_agreement (classifier-shaped outputs), max/mean abs error, sqnr_db (the worst output),
     and accuracy / parent_accuracy / accuracy_drop (fractions) when the data carries labels.
     """
-    parent_run = load_runner(parent.format, parent.path)
-    child_run = load_runner(quantized.format, quantized.path)
-    ref_parts: list[dict[str, np.ndarray]] = []
-    cand_parts: list[dict[str, np.ndarray]] = []
-    labels: list[np.ndarray] = []
-    labelled = True
-    for batch in heldout:
-        feeds = {k: v for k, v in batch.items() if k != LABELS}
-        ref_parts.append(parent_run(feeds))
-        cand_parts.append(child_run(feeds))
-        if LABELS in batch:
-            labels.append(np.asarray(batch[LABELS]))
-        else:
-            labelled = False
-    if not ref_parts:
-        raise BadInput(f"{heldout.description}: no held-out samples to validate on", "give --validation data with at least one sample")
-    ref = {k: np.concatenate([p[k] for p in ref_parts]) for k in ref_parts[0]}
-    cand = {k: np.concatenate([p[k] for p in cand_parts]) for k in cand_parts[0]}
-    per_output = compare_outputs(ref, cand)
-    record: dict[str, Any] = {
+    from mdeploy.passes.validate import Thresholds, validate
+
+    result = validate(parent, [quantized], heldout, Thresholds(max_accuracy_drop=None, min_agreement=None))
+    c = result.candidates[0]
+    worst_of = c.summary()
+    return {
         "size_ratio": quantized.size_bytes() / max(parent.size_bytes(), 1),
-        "top1_agreement": None,
-        "max_abs_error": worst(per_output, "max_abs_error"),
-        "mean_abs_error": worst(per_output, "mean_abs_error"),
-        "sqnr_db": worst(per_output, "sqnr_db"),
-        "accuracy": None, "parent_accuracy": None, "accuracy_drop": None,
-        "samples": int(len(next(iter(ref.values())))),
+        "top1_agreement": worst_of.get("top1_agreement"),
+        "max_abs_error": worst_of["max_abs_error"],
+        "mean_abs_error": worst_of["mean_abs_error"],
+        "sqnr_db": worst_of["sqnr_db"],
+        "accuracy": c.accuracy, "parent_accuracy": result.reference_accuracy, "accuracy_drop": c.accuracy_drop,
+        "samples": result.samples,
         "data": heldout.description,
         "parent": parent.name,
-        "outputs": per_output,
+        "outputs": c.outputs,
     }
-    if any("top1_agreement" in m for m in per_output.values()):
-        record["top1_agreement"] = worst(per_output, "top1_agreement")
-    classifier = next((k for k, v in ref.items() if is_classifier_output(v)), None)
-    if labelled and labels and classifier is not None:
-        y = np.concatenate(labels)
-        cand_key = classifier if classifier in cand else list(cand)[list(ref).index(classifier)]
-        record["parent_accuracy"] = accuracy(ref[classifier], y)
-        record["accuracy"] = accuracy(cand[cand_key], y)
-        record["accuracy_drop"] = record["parent_accuracy"] - record["accuracy"]
-    return record
 
 
 __all__ = ["MODES", "PRECISION", "DataSpec", "check_mode", "quantization_quality", "quantized_file_name", "run_once"]
