@@ -107,7 +107,8 @@ def test_int8_artifacts_report_their_drop(mdeploy, outdir, digits_model, digits_
         by_precision.setdefault(a["precision"], []).append(a["validation"])
     assert len(by_precision["int8"]) == 2
     for v in by_precision["int8"]:
-        assert v["accuracy_drop"] is not None and 0 <= v["accuracy_drop"] <= 0.05
+        # int8 may gain or lose a few images depending on the runtime's kernels: the budget is what holds.
+        assert v["accuracy_drop"] is not None and abs(v["accuracy_drop"]) <= 0.05
         assert v["sqnr_db"] < 100  # quantization noise is visible, unlike the float artifacts'
     assert all(v["max_abs_error"] < 1e-4 for v in by_precision["float32"])
     # a gate tighter than int8 can meet fails and names the metric
