@@ -41,9 +41,9 @@ def child(model: Path, data: Path, samples: int, out_dir: Path) -> None:
     import time
 
     from mdeploy.calibration import DataSpec
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.pipeline import Context, run_pass
-    from mdeploy.passes.quantize_onnx import QuantizeOnnx
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.pipeline import Context, run_pass
+    from mdeploy.passes.quantize.onnx import QuantizeOnnx
 
     t0 = time.perf_counter()
     run_pass(QuantizeOnnx(calibration=DataSpec(str(data), take=samples)), open_artifact(model), Context(out_dir=out_dir), [])

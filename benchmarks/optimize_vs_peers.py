@@ -249,7 +249,7 @@ def run_mdeploy(work: Path, model: Path, calibration: Path, validation: Path, jo
     in_process = report.get("seconds") or m.wall_s
     branch = {"onnx": sum(s["seconds"] for s in steps if s["step"] in ONNX_BRANCH_STEPS),
               "tensorflow": sum(s["seconds"] for s in steps if s["step"] not in ONNX_BRANCH_STEPS)}
-    from mdeploy.passes.recipe import default_jobs
+    from mdeploy.passes.workflows.recipe import default_jobs
 
     parallel = (jobs if jobs is not None else default_jobs()) > 1
     on_path = max(branch.values()) if parallel else sum(branch.values())

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from mdeploy.calibration.sources import LABEL_KEYS, LABELS, PICKLE_HINT, Batch, check_batch
-from mdeploy.passes.artifact import TensorSpec
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.artifact import TensorSpec
+from mdeploy.passes.core.errors import BadInput
 
 
 def load_npy(path: Path) -> np.ndarray:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from mdeploy.calibration.sources import LABELS, Batch, check_batch
-from mdeploy.passes.artifact import TensorSpec
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.artifact import TensorSpec
+from mdeploy.passes.core.errors import BadInput
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LAYOUTS = ("auto", "NHWC", "NCHW")

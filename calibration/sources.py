@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from mdeploy.passes.artifact import TensorSpec
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.artifact import TensorSpec
+from mdeploy.passes.core.errors import BadInput
 
 if TYPE_CHECKING:
     from mdeploy.calibration.images import ImageOptions

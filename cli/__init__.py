@@ -46,7 +46,7 @@ def _root(
     _common.state["debug"] |= debug
     _common.state["verbose"] |= verbose
     if unsafe_keras:
-        from mdeploy.passes.runtimes import set_keras_safe_mode
+        from mdeploy.passes.backends.runtimes import set_keras_safe_mode
 
         set_keras_safe_mode(False)
 
@@ -89,8 +89,8 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the importable entry point tests use)."""
     from typer.exceptions import TyperException
 
-    from mdeploy.passes import tf_env
-    from mdeploy.passes.errors import EXIT_BAD_INPUT, EXIT_PASS_FAILED, MdeployError
+    from mdeploy.passes.backends import tf_env
+    from mdeploy.passes.core.errors import EXIT_BAD_INPUT, EXIT_PASS_FAILED, MdeployError
 
     argv = _extract_global_flags(list(sys.argv[1:] if argv is None else argv))
     tf_env.set_verbose(_common.state["verbose"])
@@ -120,7 +120,7 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback unless --debug
         if _common.state["debug"]:
             _common.stderr.print_exception()
-        from mdeploy.passes.errors import first_line
+        from mdeploy.passes.core.errors import first_line
 
         _print_error(f"unexpected {type(e).__name__}: {first_line(e, empty='')}",
                      "re-run with --debug for the traceback, and report it if it looks like a bug")

@@ -14,10 +14,10 @@ from mdeploy.cli.report import wide_console
 def bench_models(models: list[Path], *, batch: int = 1, threads: int | None = None, warmup: int = 10, runs: int = 100,
                  out_dir: Path | None = None, on_stage=None) -> list[dict[str, Any]]:
     """Benchmark each model in its own subprocess; with `out_dir`, add each result to its report.json."""
-    from mdeploy.passes.bench import bench
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.report import Report
-    from mdeploy.passes.report_update import add_bench, find_record
+    from mdeploy.passes.checks.bench import bench
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.report.model import Report
+    from mdeploy.passes.report.update import add_bench, find_record
 
     report = Report.load(out_dir) if out_dir is not None else None
     artifacts = []

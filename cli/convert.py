@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from mdeploy.cli._common import DataOpt, ForceOpt, JsonOpt, ModelArg, OpsetOpt, OutDirOpt, emit_json, progress, stdout, warn
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.report import Report
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.report.model import Report
 
 TARGETS = ("savedmodel", "onnx", "tflite")
 
@@ -47,12 +47,12 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
             data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None) -> Report:
     """Convert `model` to each target, check parity of each artifact against the source, and write report.json."""
     from mdeploy.passes.convert import DEFAULT_OPSET
-    from mdeploy.passes.fsio import ensure_writable
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.parity import PARITY_TOLERANCE, parity_check, parity_feeds
-    from mdeploy.passes.pipeline import Context, run_pass
-    from mdeploy.passes.report import artifact_record
-    from mdeploy.passes.runtimes import load_runner, run_batched
+    from mdeploy.passes.core.fsio import ensure_writable
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.checks.parity import PARITY_TOLERANCE, parity_check, parity_feeds
+    from mdeploy.passes.core.pipeline import Context, run_pass
+    from mdeploy.passes.report.model import artifact_record
+    from mdeploy.passes.backends.runtimes import load_runner, run_batched
 
     stage = on_stage or (lambda text: None)
     stage("loading the model")
@@ -125,7 +125,7 @@ def convert_cli(
         render_artifacts(report, out_dir)
     if not report.ok:
         failed = [a["name"] for a in report.artifacts if a.get("checks", {}).get("passed") is False]
-        from mdeploy.passes.errors import CheckFailed
+        from mdeploy.passes.core.errors import CheckFailed
 
         raise CheckFailed(f"parity check failed for {', '.join(failed)}",
                           "see max_abs_error in report.json; a converter changed the numbers beyond --tolerance")

@@ -10,7 +10,7 @@ from mdeploy.cli._common import JsonOpt, ModelArg, emit_json, stdout
 
 
 def inspect_model(model: Path) -> dict[str, Any]:
-    from mdeploy.passes.describe import describe
+    from mdeploy.passes.backends.describe import describe
 
     return describe(model)
 

@@ -27,9 +27,9 @@ from mdeploy.cli._common import (
     stdout,
     warn,
 )
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.report import Report
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.report.model import Report
 
 TARGETS = ("onnx", "tflite")
 DEFAULT_SAMPLES = 200
@@ -104,7 +104,7 @@ def plan_data(inputs, mode: str, calibration: str | None, validation: str | None
 def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset: int | None, force: bool, on_stage) -> Artifact:
     """The float artifact in the target format: the source itself, one a previous run left in OUTDIR, or a fresh conversion."""
     from mdeploy.cli.convert import convert
-    from mdeploy.passes.artifact import TensorSpec, content_hash
+    from mdeploy.passes.core.artifact import TensorSpec, content_hash
 
     if source.format == to:
         return source
@@ -125,13 +125,13 @@ def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset
 def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
                       exclude: tuple[str, ...], io: str, activations: str = "uint8"):
     if to == "onnx":
-        from mdeploy.passes.quantize_onnx import QuantizeOnnx
+        from mdeploy.passes.quantize.onnx import QuantizeOnnx
 
         if io != "float":
             raise BadInput("--io applies to --to tflite only", "ONNX int8 models keep float inputs and outputs (QDQ)")
         return QuantizeOnnx(mode=mode, format=format, per_channel=per_channel, method=method, exclude=exclude,
                             calibration=calibration, activations=activations)
-    from mdeploy.passes.quantize_tflite import QuantizeTflite
+    from mdeploy.passes.quantize.tflite import QuantizeTflite
 
     if exclude or format != "qdq" or method != "minmax" or not per_channel or activations != "uint8":
         raise BadInput("--exclude, --format, --method, --per-tensor and --activations apply to --to onnx only",
@@ -159,11 +159,11 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
              image=None, batch_size: int = 32,
              opset: int | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
     """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
-    from mdeploy.passes.fsio import ensure_writable
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.pipeline import Context, run_pass
+    from mdeploy.passes.core.fsio import ensure_writable
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.pipeline import Context, run_pass
     from mdeploy.passes.quantize import MODES, quantization_quality
-    from mdeploy.passes.report import artifact_record
+    from mdeploy.passes.report.model import artifact_record
 
     stage = on_stage or (lambda text: None)
     if to not in TARGETS:

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from mdeploy.cli._common import ForceOpt, JsonOpt, ModelArg, emit_json, progress, stdout, warn
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.report import REPORT_NAME, Report
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.report.model import REPORT_NAME, Report
 
 
 def parse_input_shapes(values: list[str] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -34,10 +34,10 @@ def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None =
     """Simplify `model` into `out`. The report (also saved beside OUT when that directory's report.json is free
     or describes the same model) holds the artifact with its `simplify` summary and the step, `skipped` on fallback."""
     from mdeploy.calibration.sources import DataSpec
-    from mdeploy.passes.fsio import ensure_writable
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.pipeline import Context, run_pass
-    from mdeploy.passes.report import artifact_record
+    from mdeploy.passes.core.fsio import ensure_writable
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.pipeline import Context, run_pass
+    from mdeploy.passes.report.model import artifact_record
     from mdeploy.passes.simplify import Simplify
 
     stage = on_stage or (lambda text: None)

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from mdeploy.cli._common import JsonOpt, emit_json, progress, stderr, stdout
-from mdeploy.passes.errors import BadInput, CheckFailed
-from mdeploy.passes.validate import Thresholds, ValidationResult
+from mdeploy.passes.core.errors import BadInput, CheckFailed
+from mdeploy.passes.checks.validate import Thresholds, ValidationResult
 
 
 def validate_models(reference: Path, candidates: list[Path], data: str, thresholds: Thresholds = Thresholds(), *,
@@ -20,10 +20,10 @@ def validate_models(reference: Path, candidates: list[Path], data: str, threshol
     Candidates are named by their record in OUTDIR's report when they are in it, else by the path as given.
     """
     from mdeploy.calibration import open_source
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.report import Report
-    from mdeploy.passes.report_update import add_validation, record_name
-    from mdeploy.passes.validate import validate
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.report.model import Report
+    from mdeploy.passes.report.update import add_validation, record_name
+    from mdeploy.passes.checks.validate import validate
 
     if batch_size < 1 or (limit is not None and limit < 1):
         raise BadInput("--batch-size and --limit must be at least 1", "pass positive numbers")
@@ -55,7 +55,7 @@ def _precision(report, out_dir, path) -> dict:
     """The precision the report knows for an artifact (a file alone does not say it was quantized)."""
     if report is None:
         return {}
-    from mdeploy.passes.report_update import find_record
+    from mdeploy.passes.report.update import find_record
 
     entry = find_record(report, out_dir, path)
     return {"precision": entry["precision"]} if isinstance(entry, dict) and entry.get("precision") else {}

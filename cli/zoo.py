@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from mdeploy.cli._common import JsonOpt, OutDirOpt, emit_json, stderr, stdout
-from mdeploy.passes.errors import CheckFailed
+from mdeploy.passes.core.errors import CheckFailed
 
 KEY_FILE = ".zoo-key"
 
@@ -30,7 +30,7 @@ def _last_error(text: str) -> str:
 
 def run_model(model, out_dir: Path, version: str, stage: dict[str, str], timeout: float | None) -> dict[str, Any]:
     """Optimize one model in its own process, so a crash or out-of-memory cannot take the batch down."""
-    from mdeploy.passes.zoo import model_summary
+    from mdeploy.passes.workflows.zoo_manifest import model_summary
 
     model_dir = out_dir / model.name
     key = model.cache_key(version)
@@ -97,8 +97,8 @@ def run_model(model, out_dir: Path, version: str, stage: dict[str, str], timeout
 def zoo(manifest: Path, out_dir: Path, *, jobs: int = 2, shard_spec: str | None = None, timeout: float | None = None,
         on_update=None) -> dict[str, Any]:
     """Run every (sharded) model of the manifest; write the zoo summary; return it."""
-    from mdeploy.passes.pipeline import MDEPLOY_VERSION
-    from mdeploy.passes.zoo import SUMMARY_NAME, load_manifest, parse_shard, shard, write_summary
+    from mdeploy.passes.core.pipeline import MDEPLOY_VERSION
+    from mdeploy.passes.workflows.zoo_manifest import SUMMARY_NAME, load_manifest, parse_shard, shard, write_summary
 
     spec = parse_shard(shard_spec)
     models = shard(load_manifest(manifest).models, spec)
@@ -134,7 +134,7 @@ def _stage_table(stage: dict[str, str]):
 def render_summary(data: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from mdeploy.passes.zoo import SUMMARY_COLUMNS, summary_rows
+    from mdeploy.passes.workflows.zoo_manifest import SUMMARY_COLUMNS, summary_rows
 
     table = Table(title="zoo summary")
     for c in SUMMARY_COLUMNS:
@@ -177,7 +177,7 @@ def zoo_cli(
 
 
 def zoo_merge(shard_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
-    from mdeploy.passes.zoo import SUMMARY_NAME, merge_summaries, write_summary
+    from mdeploy.passes.workflows.zoo_manifest import SUMMARY_NAME, merge_summaries, write_summary
 
     rows = merge_summaries(shard_dirs)
     write_summary(out_dir, rows)

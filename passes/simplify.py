@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.artifact import Artifact, TensorSpec
-from mdeploy.passes.errors import PassFailed
-from mdeploy.passes.fsio import atomic_output
-from mdeploy.passes.load import load_onnx_model, onnx_signature
-from mdeploy.passes.pipeline import Context, pass_params
+from mdeploy.passes.core.artifact import Artifact, TensorSpec
+from mdeploy.passes.core.errors import PassFailed
+from mdeploy.passes.core.fsio import atomic_output
+from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
+from mdeploy.passes.core.pipeline import Context, pass_params
 
 CHECK_SAMPLES = 8
 CHECK_TOLERANCE = 1e-4
@@ -66,7 +66,7 @@ class Simplify:
         names = {t.name for t in artifact.inputs}
         for name, _ in self.input_shapes:
             if name not in names:
-                from mdeploy.passes.errors import BadInput
+                from mdeploy.passes.core.errors import BadInput
 
                 raise BadInput(f"--input-shape names '{name}', which is not an input (inputs: {', '.join(sorted(names))})",
                                "spell it NAME:D1,D2,... with a name from `mdeploy inspect MODEL`")
@@ -125,8 +125,8 @@ class Simplify:
 
     def _check(self, artifact: Artifact, candidate: Path, feeds: dict) -> str | None:
         """Why the candidate is not a faithful simplification, or None. Runs both models on ONNX Runtime."""
-        from mdeploy.passes.parity import parity_check
-        from mdeploy.passes.runtimes import load_runner, run_batched
+        from mdeploy.passes.checks.parity import parity_check
+        from mdeploy.passes.backends.runtimes import load_runner, run_batched
 
         inputs, _ = onnx_signature(load_onnx_model(candidate, load_external_data=False))
         pinned = {n for n, _ in self.input_shapes}

@@ -14,8 +14,8 @@ from mdeploy.calibration import LABELS, DataSpec, collect, count_samples, open_s
 from mdeploy.calibration.adapters import OrtCalibrationReader, calibration_stride, representative_dataset
 from mdeploy.calibration.images import ImageOptions
 from mdeploy.calibration.sources import check_batch
-from mdeploy.passes.artifact import TensorSpec
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.artifact import TensorSpec
+from mdeploy.passes.core.errors import BadInput
 
 IMG = (TensorSpec("image", (None, 8, 8, 1), "float32"),)
 TAB = (TensorSpec("features", (None, 3), "float32"),)

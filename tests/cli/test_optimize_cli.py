@@ -95,7 +95,7 @@ def test_bad_recipes_name_the_key(mdeploy, digits_model, tmp_path, text, fragmen
 def test_shipped_recipes_parse():
     from pathlib import Path
 
-    from mdeploy.passes.recipe import load_recipe
+    from mdeploy.passes.workflows.recipe import load_recipe
 
     recipes = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.toml"))
     assert len(recipes) >= 3
@@ -106,7 +106,7 @@ def test_shipped_recipes_parse():
 
 
 def test_cli_flags_override_the_recipe(tmp_path):
-    from mdeploy.passes.recipe import load_recipe
+    from mdeploy.passes.workflows.recipe import load_recipe
 
     recipe = tmp_path / "r.toml"
     recipe.write_text("target = 'edge'\ncalibration = 'data/cal.npz'\n[prune]\nsparsity = 0.5\n")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from mdeploy.passes.zoo import load_manifest, parse_shard, shard
+from mdeploy.passes.workflows.zoo_manifest import load_manifest, parse_shard, shard
 
 FAST = "[bench]\nruns = 5\nwarmup = 1\n"
 
@@ -72,14 +72,14 @@ def test_manifest_paths_resolve_against_its_folder_and_bad_keys_are_named(tmp_pa
     assert models[1].target == "edge"  # from [defaults]
     bad = tmp_path / "bad.toml"
     bad.write_text("[[model]]\npath = 'a.keras'\nflavour = 'x'\n")
-    from mdeploy.passes.errors import BadInput
+    from mdeploy.passes.core.errors import BadInput
 
     with pytest.raises(BadInput, match="model\\[0\\].flavour"):
         load_manifest(bad)
 
 
 def test_sharding_is_a_deterministic_partition(tmp_path):
-    from mdeploy.passes.zoo import ZooModel
+    from mdeploy.passes.workflows.zoo_manifest import ZooModel
 
     models = [ZooModel(name=f"m{i}", path=tmp_path / f"m{i}.keras") for i in range(20)]
     shards = [shard(models, (i, 3)) for i in (1, 2, 3)]
@@ -88,7 +88,7 @@ def test_sharding_is_a_deterministic_partition(tmp_path):
     assert [m.name for m in shard(models, (2, 3))] == [m.name for m in shards[1]]  # same answer every time
     assert shard(models[:5], (1, 3)) == [m for m in shards[0] if m.name in {x.name for x in models[:5]}]
     assert parse_shard("2/4") == (2, 4)
-    from mdeploy.passes.errors import BadInput
+    from mdeploy.passes.core.errors import BadInput
 
     for bad in ("0/2", "3/2", "a/b", "1"):
         with pytest.raises(BadInput):
@@ -96,7 +96,7 @@ def test_sharding_is_a_deterministic_partition(tmp_path):
 
 
 def test_zoo_merge_combines_shards(mdeploy, tmp_path):
-    from mdeploy.passes.zoo import write_summary
+    from mdeploy.passes.workflows.zoo_manifest import write_summary
 
     a, b = tmp_path / "a", tmp_path / "b"
     write_summary(a, [{"name": "x", "status": "ok", "seconds": 1.0, "reason": "", "cached": False, "best": {}}], (1, 2))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from mdeploy.passes.artifact import Artifact, TensorSpec, content_hash, detect_format
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash, detect_format
+from mdeploy.passes.core.errors import BadInput
 
 
 def test_detects_each_format(digits_model, digits_converted):

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from mdeploy.passes.load import open_artifact
-from mdeploy.passes.runtimes import load_runner
+from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends.runtimes import load_runner
 
 
 def test_digits_converts_with_parity(digits_converted):
@@ -67,7 +67,7 @@ def test_tflite_converts_to_onnx(digits_converted, tmp_path):
 
 def test_onnx_source_has_nothing_to_convert(digits_converted, tmp_path):
     from mdeploy.cli.convert import convert
-    from mdeploy.passes.errors import BadInput
+    from mdeploy.passes.core.errors import BadInput
 
     with pytest.raises(BadInput, match="already ONNX"):
         convert(digits_converted / "onnx" / "model.onnx", ["tflite"], tmp_path / "out")

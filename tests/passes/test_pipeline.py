@@ -7,10 +7,10 @@ from typing import ClassVar
 
 import pytest
 
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.fsio import atomic_output
-from mdeploy.passes.pipeline import Context, Node, Pipeline, pass_params, run_branches, run_plan
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import atomic_output
+from mdeploy.passes.core.pipeline import Context, Node, Pipeline, pass_params, run_branches, run_plan
 
 
 @dataclass(frozen=True)

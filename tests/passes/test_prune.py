@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.sparsity import (
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.prune.masks import (
     check_nm,
     check_sparsity,
     global_masks,
@@ -114,15 +114,15 @@ def _sha(path):
 
 @pytest.fixture(scope="module")
 def digits_source(digits_model):
-    from mdeploy.passes.load import open_artifact
+    from mdeploy.passes.backends.load import open_artifact
 
     return open_artifact(digits_model)
 
 
 def test_keras_50_percent_one_shot_keeps_accuracy_and_exact_sparsity(tmp_path, digits_model, digits_source, digits_validation):
-    from mdeploy.passes.pipeline import Context
+    from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
-    from mdeploy.passes.runtimes import load_keras_model
+    from mdeploy.passes.backends.runtimes import load_keras_model
 
     before_hash = _sha(digits_model)
     out = PruneKeras(sparsity=0.5).run(digits_source, Context(out_dir=tmp_path))
@@ -145,7 +145,7 @@ def test_keras_50_percent_one_shot_keeps_accuracy_and_exact_sparsity(tmp_path, d
 
 
 def test_keras_80_percent_with_fine_tuning_keeps_accuracy(tmp_path, digits_source, digits_validation, digits_train_npz):
-    from mdeploy.passes.pipeline import Context
+    from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras, measure_sparsity
 
     one_shot = PruneKeras(sparsity=0.8).run(digits_source, Context(out_dir=tmp_path / "oneshot"))
@@ -166,9 +166,9 @@ def test_keras_80_percent_with_fine_tuning_keeps_accuracy(tmp_path, digits_sourc
 
 
 def test_keras_2_4_pattern_every_group_of_four(tmp_path, digits_source, digits_validation):
-    from mdeploy.passes.pipeline import Context
+    from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
-    from mdeploy.passes.runtimes import load_keras_model
+    from mdeploy.passes.backends.runtimes import load_keras_model
 
     out = PruneKeras(pattern="2:4").run(digits_source, Context(out_dir=tmp_path))
     model = load_keras_model(out.path)
@@ -181,7 +181,7 @@ def test_keras_2_4_pattern_every_group_of_four(tmp_path, digits_source, digits_v
 
 
 def test_keras_global_scope_hits_the_overall_target_with_uneven_layers(tmp_path, digits_source):
-    from mdeploy.passes.pipeline import Context
+    from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
 
     p = PruneKeras(sparsity=0.7, scope="global", prune_first_last=True).run(digits_source, Context(out_dir=tmp_path)).meta["pruning"]
@@ -193,10 +193,10 @@ def test_keras_global_scope_hits_the_overall_target_with_uneven_layers(tmp_path,
 def test_separable_depthwise_embedding_pruned_normalization_untouched(tmp_path):
     import keras
 
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.pipeline import Context
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
-    from mdeploy.passes.runtimes import load_keras_model
+    from mdeploy.passes.backends.runtimes import load_keras_model
 
     keras.utils.set_random_seed(0)
     tokens = keras.Input((16,), dtype="int32", name="tokens")
@@ -224,8 +224,8 @@ def test_separable_depthwise_embedding_pruned_normalization_untouched(tmp_path):
 
 
 def test_fine_tuning_needs_labels_and_a_loss(tmp_path, digits_source, tiny_keras, rng):
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.pipeline import Context
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
 
     unlabelled = tmp_path / "x.npz"
@@ -248,8 +248,8 @@ def test_onnx_pruning_on_the_digits_export(tmp_path, digits_converted, digits_va
     import onnx
     from onnx import numpy_helper
 
-    from mdeploy.passes.load import open_artifact
-    from mdeploy.passes.pipeline import Context
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneOnnx
 
     src_path = digits_converted / "onnx" / "model.onnx"
@@ -307,7 +307,7 @@ def test_sparsity_survives_int8_onnx_and_tflite(tmp_path, digits_pruned, digits_
     import tensorflow as tf
 
     from mdeploy.passes.convert import tflite_converter
-    from mdeploy.passes.load import open_artifact
+    from mdeploy.passes.backends.load import open_artifact
 
     calib = np.load(digits_calibration)["image"][:64]
     (tmp_path / "work").mkdir()

@@ -11,13 +11,13 @@ import onnx
 import pytest
 
 from mdeploy.calibration import DataSpec
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.load import open_artifact
-from mdeploy.passes.pipeline import Context, run_pass
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.quantize import quantization_quality
-from mdeploy.passes.quantize_onnx import QuantizeOnnx
-from mdeploy.passes.quantize_tflite import QuantizeTflite
-from mdeploy.passes.runtimes import load_runner
+from mdeploy.passes.quantize.onnx import QuantizeOnnx
+from mdeploy.passes.quantize.tflite import QuantizeTflite
+from mdeploy.passes.backends.runtimes import load_runner
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,8 @@ def test_tflite_int8_integer_io(digits_model, digits_converted, cal, val, tmp_pa
 
 
 def test_onnx_quantization_never_imports_tensorflow(float_onnx, digits_calibration, tmp_path):
-    code = ("import sys; from mdeploy.passes.quantize_onnx import QuantizeOnnx; from mdeploy.calibration import DataSpec;"
-            "from mdeploy.passes.load import open_artifact; from mdeploy.passes.pipeline import Context, run_pass;"
+    code = ("import sys; from mdeploy.passes.quantize.onnx import QuantizeOnnx; from mdeploy.calibration import DataSpec;"
+            "from mdeploy.passes.backends.load import open_artifact; from mdeploy.passes.core.pipeline import Context, run_pass;"
             f"a = open_artifact({str(float_onnx.path)!r});"
             f"run_pass(QuantizeOnnx(calibration=DataSpec({str(digits_calibration)!r}, take=64)), a, Context(out_dir={str(tmp_path)!r}), []);"
             "print('tensorflow' in sys.modules)")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mdeploy.passes.report import Report
-from mdeploy.passes.report_render import comparison_rows, to_html, to_markdown, to_table
+from mdeploy.passes.report.model import Report
+from mdeploy.passes.report.render import comparison_rows, to_html, to_markdown, to_table
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

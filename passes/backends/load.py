@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mdeploy.passes.artifact import Artifact, TensorSpec, detect_format
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.artifact import Artifact, TensorSpec, detect_format
+from mdeploy.passes.core.errors import BadInput
 
 _ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
               11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16", 8: "str"}
@@ -42,15 +42,15 @@ def open_artifact(path: Path | str) -> Artifact:
     if fmt == "onnx":
         inputs, outputs = onnx_signature(load_onnx_model(real, load_external_data=False))
     elif fmt == "tflite":
-        from mdeploy.passes.runtimes import litert_interpreter, tflite_signature
+        from mdeploy.passes.backends.runtimes import litert_interpreter, tflite_signature
 
         _, inputs, outputs = tflite_signature(litert_interpreter(real))
     elif fmt == "keras":
-        from mdeploy.passes.runtimes import keras_signature, load_keras_model
+        from mdeploy.passes.backends.runtimes import keras_signature, load_keras_model
 
         inputs, outputs = keras_signature(load_keras_model(real))
     else:
-        from mdeploy.passes.runtimes import load_savedmodel, savedmodel_signature
+        from mdeploy.passes.backends.runtimes import load_savedmodel, savedmodel_signature
 
         _, inputs, outputs = savedmodel_signature(load_savedmodel(real))
     return Artifact(format=fmt, path=real, inputs=inputs, outputs=outputs, name="source",

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.artifact import content_hash
-from mdeploy.passes.report import Report
+from mdeploy.passes.core.artifact import content_hash
+from mdeploy.passes.report.model import Report
 
 SOURCE = "source"
 

@@ -12,7 +12,7 @@ import html
 import math
 from typing import Any
 
-from mdeploy.passes.report import Report
+from mdeploy.passes.report.model import Report
 
 TARGETS = {"onnx": "cloud", "savedmodel": "cloud", "tflite": "edge"}
 

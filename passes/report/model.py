@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.fsio import write_text_atomic
-from mdeploy.passes.pipeline import MDEPLOY_VERSION, Step
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import write_text_atomic
+from mdeploy.passes.core.pipeline import MDEPLOY_VERSION, Step
 
 SCHEMA_VERSION = 1
 REPORT_NAME = "report.json"

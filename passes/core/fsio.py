@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.errors import BadInput
 
 
 def ensure_writable(path: Path, force: bool) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.pipeline import Context, pass_params
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.quantize import PRECISION, check_mode, quantized_file_name, require_calibration, run_once
 
 IO_TYPES = ("float", "int8")
@@ -53,7 +53,7 @@ class QuantizeTflite:
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
         from mdeploy.passes.convert import tflite_converter, write_tflite
-        from mdeploy.passes.tf_env import import_tf
+        from mdeploy.passes.backends.tf_env import import_tf
 
         tf = import_tf()
         final = self.output_path(ctx)
@@ -76,7 +76,7 @@ class QuantizeTflite:
             write_tflite(converter, final, ctx.force, verify=lambda tmp: run_once(tmp, "tflite", artifact, self.calibration))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        from mdeploy.passes.runtimes import litert_interpreter, tflite_signature
+        from mdeploy.passes.backends.runtimes import litert_interpreter, tflite_signature
 
         derived = artifact.derive(format="tflite", path=final, name=f"tflite-{self.mode}", precision=PRECISION[self.mode],
                                   produced_by={"pass": self.name, "params": pass_params(self)}, io=self.io,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.errors import BadInput
 
 
 def check_sparsity(sparsity: float, what: str = "--sparsity") -> float:

@@ -16,9 +16,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from mdeploy.passes.artifact import Artifact, TensorSpec, content_hash
-from mdeploy.passes.errors import BadInput, MdeployError, PassFailed, first_line
-from mdeploy.passes.fsio import write_text_atomic
+from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
+from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
+from mdeploy.passes.core.fsio import write_text_atomic
 
 try:
     MDEPLOY_VERSION = version("mdeploy")

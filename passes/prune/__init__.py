@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
 
 __all__ = ["PruneKeras", "PruneOnnx", "compressed_size", "measure_sparsity", "pruning_pass", "pruning_summary",
            "sparsity_survival"]
@@ -25,11 +25,11 @@ DENSE_NOTE = ("zeros make a model smaller only after compression (the gzip colum
 
 def __getattr__(name: str):  # lazy re-exports: importing this module stays cheap
     if name == "PruneKeras":
-        from mdeploy.passes.prune_keras import PruneKeras
+        from mdeploy.passes.prune.keras import PruneKeras
 
         return PruneKeras
     if name == "PruneOnnx":
-        from mdeploy.passes.prune_onnx import PruneOnnx
+        from mdeploy.passes.prune.onnx import PruneOnnx
 
         return PruneOnnx
     raise AttributeError(name)
@@ -38,11 +38,11 @@ def __getattr__(name: str):  # lazy re-exports: importing this module stays chea
 def pruning_pass(format: str, **params: Any):
     """The pruning pass for a format: PruneKeras for keras, PruneOnnx for onnx."""
     if format == "keras":
-        from mdeploy.passes.prune_keras import PruneKeras
+        from mdeploy.passes.prune.keras import PruneKeras
 
         return PruneKeras(**params)
     if format == "onnx":
-        from mdeploy.passes.prune_onnx import PruneOnnx
+        from mdeploy.passes.prune.onnx import PruneOnnx
 
         for key in ("fine_tune", "epochs", "batch_size", "learning_rate", "loss", "metric", "initial_sparsity",
                     "begin_step", "end_step", "frequency", "seed"):
@@ -126,8 +126,8 @@ def _tensor_record(name: str, values: np.ndarray, zero) -> dict[str, Any]:
 
 
 def _keras_tensors(path: Path) -> list[dict[str, Any]]:
-    from mdeploy.passes.prune_keras import prunable_weights
-    from mdeploy.passes.runtimes import load_keras_model
+    from mdeploy.passes.prune.keras import prunable_weights
+    from mdeploy.passes.backends.runtimes import load_keras_model
 
     return [_tensor_record(w.name, np.asarray(w.variable.numpy()), 0) for w in prunable_weights(load_keras_model(path))]
 
@@ -141,7 +141,7 @@ _ONNX_WEIGHT_INPUTS = {"Conv": [(1, None)], "Gemm": [(1, None), (0, None)], "Mat
 def _onnx_tensors(path: Path) -> list[dict[str, Any]]:
     from onnx import numpy_helper
 
-    from mdeploy.passes.load import load_onnx_model
+    from mdeploy.passes.backends.load import load_onnx_model
 
     model = load_onnx_model(path)
     inits = {i.name: i for i in model.graph.initializer}
@@ -177,7 +177,7 @@ _TFLITE_WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSP
 
 
 def _tflite_tensors(path: Path) -> list[dict[str, Any]]:
-    from mdeploy.passes.runtimes import litert_interpreter
+    from mdeploy.passes.backends.runtimes import litert_interpreter
 
     interp = litert_interpreter(path)
     details = {d["index"]: d for d in interp.get_tensor_details()}
@@ -211,7 +211,7 @@ def measure_sparsity(artifact: Artifact | Path | str) -> dict[str, Any]:
     Conv/Gemm/MatMul and their quantized forms (onnx, tflite). A quantized weight counts as zero when it equals
     its zero point, i.e. when it dequantizes to exactly 0.0 (symmetric int8 weights: the zero point is 0)."""
     if not isinstance(artifact, Artifact):
-        from mdeploy.passes.load import open_artifact
+        from mdeploy.passes.backends.load import open_artifact
 
         artifact = open_artifact(artifact)
     readers = {"keras": _keras_tensors, "onnx": _onnx_tensors, "tflite": _tflite_tensors}

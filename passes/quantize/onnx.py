@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.fsio import atomic_output
-from mdeploy.passes.load import load_onnx_model, onnx_signature
-from mdeploy.passes.pipeline import Context, pass_params
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import atomic_output
+from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
+from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.quantize import PRECISION, check_mode, quantized_file_name, require_calibration, run_once
 
 FORMATS = ("qdq", "qoperator")

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.fsio import atomic_output, ensure_writable
-from mdeploy.passes.pipeline import Context, pass_params
-from mdeploy.passes.sparsity import check_sparsity, choose_weights, masks_for, polynomial_sparsity, schedule_updates
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import atomic_output, ensure_writable
+from mdeploy.passes.core.pipeline import Context, pass_params
+from mdeploy.passes.prune.masks import check_sparsity, choose_weights, masks_for, polynomial_sparsity, schedule_updates
 
 
 @dataclass
@@ -56,7 +56,7 @@ def _kernel_names(layer, keras) -> list[tuple[str, int | None]]:
 
 def prunable_weights(model) -> list[KerasWeight]:
     """Every float kernel of a prunable layer, in layer order, descending into nested models."""
-    from mdeploy.passes.tf_env import import_keras
+    from mdeploy.passes.backends.tf_env import import_keras
 
     keras = import_keras()
     found: list[KerasWeight] = []
@@ -152,7 +152,7 @@ class PruneKeras:
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
         from mdeploy.passes.prune import compressed_size, pruning_summary
-        from mdeploy.passes.runtimes import load_keras_model
+        from mdeploy.passes.backends.runtimes import load_keras_model
 
         check_sparsity(self.initial_sparsity, "--initial-sparsity")
         final = self.output_path(ctx)
@@ -209,7 +209,7 @@ class PruneKeras:
     def _fine_tune(self, model, artifact: Artifact, selected: list[KerasWeight], target: float,
                    pattern: tuple[int, int] | None, ctx: Context) -> dict[str, Any]:
         from mdeploy.calibration import LABELS, collect, open_source
-        from mdeploy.passes.tf_env import import_keras
+        from mdeploy.passes.backends.tf_env import import_keras
 
         keras = import_keras()
         data = collect(open_source(self.fine_tune, artifact.inputs, batch_size=self.batch_size))

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from mdeploy.calibration.sources import LABELS, CalibrationSource, DataSpec, collect, open_source
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput, PassFailed
-from mdeploy.passes.runtimes import load_runner
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput, PassFailed
+from mdeploy.passes.backends.runtimes import load_runner
 
 MODES = ("int8", "dynamic", "fp16")
 PRECISION = {"int8": "int8", "dynamic": "dynamic-int8", "fp16": "float16"}
@@ -68,7 +68,7 @@ def quantization_quality(parent: Artifact, quantized: Artifact, heldout: Calibra
     Returns size_ratio, top1_agreement (classifier-shaped outputs), max/mean abs error, sqnr_db (the worst output),
     and accuracy / parent_accuracy / accuracy_drop (fractions) when the data carries labels.
     """
-    from mdeploy.passes.validate import Thresholds, validate
+    from mdeploy.passes.checks.validate import Thresholds, validate
 
     result = validate(parent, [quantized], heldout, Thresholds(max_accuracy_drop=None, min_agreement=None))
     c = result.candidates[0]

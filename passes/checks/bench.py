@@ -18,8 +18,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.artifact import Artifact
-from mdeploy.passes.errors import BadInput, MdeployError, PassFailed, first_line
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
 
 RUNTIME_PACKAGES = {"keras": "tensorflow", "savedmodel": "tensorflow", "onnx": "onnxruntime", "tflite": "ai-edge-litert"}
 BENCH_TIMEOUT_S = 1800
@@ -68,7 +68,7 @@ def bench(artifact: Artifact, batch: int = 1, threads: int | None = None, warmup
         result_path = Path(tmp) / "result.json"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
         try:
-            proc = subprocess.run([sys.executable, "-m", "mdeploy.passes.bench", json.dumps(job), str(result_path)],
+            proc = subprocess.run([sys.executable, "-m", "mdeploy.passes.checks.bench", json.dumps(job), str(result_path)],
                                   capture_output=True, text=True, env=env, timeout=BENCH_TIMEOUT_S)
         except subprocess.TimeoutExpired as e:
             raise PassFailed(f"benchmarking {artifact.path} took longer than {BENCH_TIMEOUT_S}s",
@@ -94,7 +94,7 @@ def _feeds(inputs, batch: int):
 def _import_runtime(fmt: str) -> None:
     # Importing the runtime library is not loading the model: keep it out of load_seconds.
     if fmt in ("keras", "savedmodel"):
-        from mdeploy.passes.tf_env import import_tf
+        from mdeploy.passes.backends.tf_env import import_tf
 
         import_tf()
     elif fmt == "onnx":
@@ -107,7 +107,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     """The measurement itself, run inside the subprocess."""
     import numpy as np
 
-    from mdeploy.passes.runtimes import load_runner
+    from mdeploy.passes.backends.runtimes import load_runner
 
     baseline = _rss_bytes()
     _import_runtime(job["format"])

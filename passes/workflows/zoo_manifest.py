@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.artifact import content_hash
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.artifact import content_hash
+from mdeploy.passes.core.errors import BadInput
 
 MODEL_KEYS = {"name", "path", "calibration", "validation", "recipe", "target", "sparsity"}
 DEFAULT_KEYS = MODEL_KEYS - {"name", "path"}
@@ -66,7 +66,7 @@ def _resolve(base: Path, value: Any, key: str) -> Any:
 
 def load_manifest(path: Path) -> Manifest:
     """Read a zoo manifest: [defaults] plus [[model]] tables; relative paths resolve against its folder."""
-    from mdeploy.passes.recipe import read_toml
+    from mdeploy.passes.workflows.recipe import read_toml
 
     path = Path(path)
     data = read_toml(path, "manifest", "pass a TOML manifest with [[model]] entries")
@@ -124,8 +124,8 @@ def shard(models: list[ZooModel], spec: tuple[int, int] | None) -> list[ZooModel
 def model_summary(name: str, report: dict[str, Any] | None, status: str, seconds: float, reason: str = "",
                   cached: bool = False) -> dict[str, Any]:
     """One zoo row: the best passing artifact per target, as the model's own report marks it."""
-    from mdeploy.passes.report import Report
-    from mdeploy.passes.report_render import comparison_rows
+    from mdeploy.passes.report.model import Report
+    from mdeploy.passes.report.render import comparison_rows
 
     row: dict[str, Any] = {"name": name, "status": status, "seconds": round(seconds, 2), "reason": reason,
                            "cached": cached, "best": {}}
@@ -142,8 +142,8 @@ def model_summary(name: str, report: dict[str, Any] | None, status: str, seconds
 
 
 def write_summary(out_dir: Path, rows: list[dict[str, Any]], shard_spec: tuple[int, int] | None = None) -> Path:
-    from mdeploy.passes.fsio import write_text_atomic
-    from mdeploy.passes.pipeline import MDEPLOY_VERSION
+    from mdeploy.passes.core.fsio import write_text_atomic
+    from mdeploy.passes.core.pipeline import MDEPLOY_VERSION
 
     data = {"mdeploy_version": MDEPLOY_VERSION, "shard": list(shard_spec) if shard_spec else None,
             "models": sorted(rows, key=lambda r: r["name"]),
@@ -174,7 +174,7 @@ def merge_summaries(paths: list[Path]) -> list[dict[str, Any]]:
 def _cell(best: dict[str, Any] | None) -> tuple[str, str, str, str]:
     if not best:
         return ("-", "-", "-", "-")
-    from mdeploy.passes.report_render import human_bytes
+    from mdeploy.passes.report.render import human_bytes
 
     speed = f"{best['speedup']:.2f}x" if best.get("speedup") else "-"
     drop = f"{best['accuracy_drop'] * 100:.2f} pp" if isinstance(best.get("accuracy_drop"), (int, float)) else "-"

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.passes.artifact import Artifact, path_size
-from mdeploy.passes.load import load_onnx_model, open_artifact
+from mdeploy.passes.core.artifact import Artifact, path_size
+from mdeploy.passes.backends.load import load_onnx_model, open_artifact
 
 
 def _onnx_facts(path: Path) -> dict[str, Any]:
@@ -28,7 +28,7 @@ _BIASED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D"}
 
 
 def _tflite_facts(path: Path) -> dict[str, Any]:
-    from mdeploy.passes.runtimes import litert_interpreter
+    from mdeploy.passes.backends.runtimes import litert_interpreter
 
     interp = litert_interpreter(path)
     try:
@@ -54,7 +54,7 @@ def _tflite_facts(path: Path) -> dict[str, Any]:
 
 
 def _keras_facts(path: Path) -> dict[str, Any]:
-    from mdeploy.passes.runtimes import load_keras_model
+    from mdeploy.passes.backends.runtimes import load_keras_model
 
     model = load_keras_model(path)
     ops = Counter(type(layer).__name__ for layer in model.layers)
@@ -62,9 +62,9 @@ def _keras_facts(path: Path) -> dict[str, Any]:
 
 
 def _savedmodel_facts(path: Path) -> dict[str, Any]:
-    from mdeploy.passes.runtimes import load_savedmodel
+    from mdeploy.passes.backends.runtimes import load_savedmodel
 
-    from mdeploy.passes.tf_env import import_tf
+    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     loaded = load_savedmodel(path)

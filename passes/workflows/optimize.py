@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.artifact import Artifact, TensorSpec, content_hash, detect_format
-from mdeploy.passes.errors import BadInput
-from mdeploy.passes.fsio import write_text_atomic
-from mdeploy.passes.pipeline import MDEPLOY_VERSION, Context, Node, Step, run_branches, run_plan
-from mdeploy.passes.recipe import Recipe
-from mdeploy.passes.report_render import TARGETS
+from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash, detect_format
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import write_text_atomic
+from mdeploy.passes.core.pipeline import MDEPLOY_VERSION, Context, Node, Step, run_branches, run_plan
+from mdeploy.passes.workflows.recipe import Recipe
+from mdeploy.passes.report.render import TARGETS
 
 CACHE_DIR_NAME = ".mdeploy-cache"
 
@@ -58,7 +58,7 @@ def data_hash(spec: str | None) -> str | None:
 
 def open_source_model(path: Path, cache: ResultCache) -> Artifact:
     """open_artifact, with the signature cached by content so cached re-runs skip loading TensorFlow."""
-    from mdeploy.passes.load import open_artifact
+    from mdeploy.passes.backends.load import open_artifact
 
     fmt, real = detect_format(path)
     key = cache.key(kind="signature", sha=content_hash(real))
@@ -102,7 +102,7 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
         if source.format != "keras":
             raise BadInput(f"optimize prunes Keras models; this one is {source.format}",
                            "prune the ONNX with `mdeploy prune`, or drop --sparsity")
-        from mdeploy.passes.prune_keras import PruneKeras
+        from mdeploy.passes.prune.keras import PruneKeras
 
         p = recipe.prune
         prelude.append(Node("pruned", PruneKeras(sparsity=p.sparsity, scope=p.scope, exclude=p.exclude, pattern=p.pattern,
@@ -135,7 +135,7 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
             onnx_nodes.append(Node("onnx-sim", Simplify(data=calibration), last))
             last = "onnx-sim"
         if q.onnx:
-            from mdeploy.passes.quantize_onnx import QuantizeOnnx
+            from mdeploy.passes.quantize.onnx import QuantizeOnnx
 
             for mode in q.onnx:
                 onnx_nodes.append(Node(f"onnx-{mode}", QuantizeOnnx(mode=mode, format=q.format, per_channel=q.per_channel,
@@ -151,7 +151,7 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
     if want_edge:
         tf_nodes.append(Node("tflite", ToTflite(), tflite_input))
         if q.tflite:
-            from mdeploy.passes.quantize_tflite import QuantizeTflite
+            from mdeploy.passes.quantize.tflite import QuantizeTflite
 
             for mode in q.tflite:
                 tf_nodes.append(Node(f"tflite-{mode}", QuantizeTflite(mode=mode, io=q.io,
@@ -172,7 +172,7 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     The report's artifacts carry status "ok" or "rejected" (over the accuracy budget) or the step failures;
     `report.extra["gate"]` says which requested targets have a passing artifact.
     """
-    from mdeploy.passes.report import Report, artifact_record
+    from mdeploy.passes.report.model import Report, artifact_record
 
     stage = on_stage or (lambda text: None)
     out_dir = Path(out_dir)
@@ -201,7 +201,7 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
         if "pruned" not in inputs:
             branches = {}
     produced: dict[str, Artifact] = {k: v for k, v in inputs.items() if k != "source"}
-    from mdeploy.passes.recipe import default_jobs
+    from mdeploy.passes.workflows.recipe import default_jobs
 
     jobs = recipe.jobs if recipe.jobs is not None else default_jobs()
     for res in run_branches(branches, inputs, ctx, jobs=jobs).values():
@@ -240,8 +240,8 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
 
 def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,
               stage) -> None:
-    from mdeploy.passes.report_update import add_validation
-    from mdeploy.passes.validate import Thresholds, validate
+    from mdeploy.passes.report.update import add_validation
+    from mdeploy.passes.checks.validate import Thresholds, validate
 
     candidates = [a for a in artifacts if a.format in ("onnx", "savedmodel", "tflite", "keras")]
     if not candidates:
@@ -280,8 +280,8 @@ def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recip
 
 def _bench(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,
            stage) -> None:
-    from mdeploy.passes.bench import bench
-    from mdeploy.passes.report_update import add_bench
+    from mdeploy.passes.checks.bench import bench
+    from mdeploy.passes.report.update import add_bench
 
     b = recipe.bench
     for a in [source, *[x for x in artifacts if x.format != "keras"]]:
@@ -317,7 +317,7 @@ def gate_ok(report) -> bool:
 
 
 def save_all(report, out_dir: Path) -> None:
-    from mdeploy.passes.report_render import to_html, to_markdown
+    from mdeploy.passes.report.render import to_html, to_markdown
 
     report.save(out_dir)
     write_text_atomic(out_dir / "report.md", to_markdown(report))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.errors import BadInput
 
 TARGETS = ("cloud", "edge", "all")
 QUANT_MODES = ("int8", "dynamic", "fp16")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mdeploy.passes.artifact import TensorSpec
-from mdeploy.passes.errors import BadInput, first_line
+from mdeploy.passes.core.artifact import TensorSpec
+from mdeploy.passes.core.errors import BadInput, first_line
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -52,7 +52,7 @@ def set_keras_safe_mode(safe: bool) -> None:
 
 
 def load_keras_model(path: Path):
-    from mdeploy.passes.tf_env import import_keras
+    from mdeploy.passes.backends.tf_env import import_keras
 
     keras = import_keras()
     try:
@@ -92,7 +92,7 @@ def keras_output_names(model) -> list[str]:
 
 def _keras_runner(path: Path, threads: int | None) -> Runner:
     _tf_threads(threads)
-    from mdeploy.passes.tf_env import import_tf
+    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     model = load_keras_model(path)
@@ -113,7 +113,7 @@ def _keras_runner(path: Path, threads: int | None) -> Runner:
 
 
 def load_savedmodel(path: Path):
-    from mdeploy.passes.tf_env import import_tf
+    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     try:
@@ -137,7 +137,7 @@ def savedmodel_signature(loaded) -> tuple[object, tuple[TensorSpec, ...], tuple[
 
 def _savedmodel_runner(path: Path, threads: int | None) -> Runner:
     _tf_threads(threads)
-    from mdeploy.passes.tf_env import import_tf
+    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     loaded = load_savedmodel(path)
@@ -154,7 +154,7 @@ def _savedmodel_runner(path: Path, threads: int | None) -> Runner:
 def _tf_threads(threads: int | None) -> None:
     if not threads:
         return
-    from mdeploy.passes.tf_env import import_tf
+    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     try:
@@ -211,7 +211,7 @@ def _onnx_runner(path: Path, threads: int | None) -> Runner:
 def litert_interpreter(path: Path, threads: int | None = None):
     from ai_edge_litert.interpreter import Interpreter
 
-    from mdeploy.passes.tf_env import quiet_native_stderr
+    from mdeploy.passes.backends.tf_env import quiet_native_stderr
 
     try:
         with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
@@ -268,7 +268,7 @@ def tflite_signature(interp) -> tuple[str | None, tuple[TensorSpec, ...], tuple[
 
 
 def _tflite_runner(path: Path, threads: int | None) -> Runner:
-    from mdeploy.passes.tf_env import quiet_native_stderr
+    from mdeploy.passes.backends.tf_env import quiet_native_stderr
 
     interp = litert_interpreter(path, threads)
     key, inputs, outputs = tflite_signature(interp)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.errors import BadInput
 
 
 def match_outputs(ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.errors import BadInput
+from mdeploy.passes.core.errors import BadInput
 
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")
 _H5_MAGIC = b"\x89HDF\r\n\x1a\n"

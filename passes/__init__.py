@@ -1,0 +1,1 @@
+"""The library: core (artifacts, pipeline), backends (runtimes), the passes, checks, report and workflows."""

@@ -1,0 +1,1 @@
+"""Runtimes and model readers, one per format (TensorFlow, ONNX Runtime, LiteRT), behind one table."""

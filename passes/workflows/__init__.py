@@ -1,0 +1,1 @@
+"""One plain function per command; workflows never print and never exit."""
