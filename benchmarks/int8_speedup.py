@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO / "sample_models"))
     from build_mobilenet import build
 
-    from mdeploy.cli.bench import bench_models
-    from mdeploy.cli.convert import convert
-    from mdeploy.cli.quantize import quantize
+    from mdeploy.passes.workflows.bench import bench_models
+    from mdeploy.passes.workflows.convert import convert
+    from mdeploy.passes.workflows.quantize import quantize
 
     model = build()
     with tempfile.TemporaryDirectory(prefix="mdeploy-int8-") as tmp:

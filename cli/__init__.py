@@ -53,7 +53,18 @@ def _root(
 
 def _register() -> None:
     """Each command lives in its own module, as a pure function beside its Typer wrapper."""
-    from mdeploy.cli import bench, convert, inspect, optimize, prune, quantize, report, simplify, validate, zoo
+    from mdeploy.cli import (
+        bench,
+        convert,
+        inspect,
+        optimize,
+        prune,
+        quantize,
+        report,
+        simplify,
+        validate,
+        zoo,
+    )
 
     for name, func in (("optimize", optimize.optimize_cli), ("convert", convert.convert_cli),
                        ("inspect", inspect.inspect_cli), ("simplify", simplify.simplify_cli),
@@ -90,7 +101,11 @@ def run(argv: list[str] | None = None) -> int:
     from typer.exceptions import TyperException
 
     from mdeploy.passes.backends import tf_env
-    from mdeploy.passes.core.errors import EXIT_BAD_INPUT, EXIT_PASS_FAILED, MdeployError
+    from mdeploy.passes.core.errors import (
+        EXIT_BAD_INPUT,
+        EXIT_PASS_FAILED,
+        MdeployError,
+    )
 
     argv = _extract_global_flags(list(sys.argv[1:] if argv is None else argv))
     tf_env.set_verbose(_common.state["verbose"])

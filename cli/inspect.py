@@ -1,18 +1,12 @@
 """`mdeploy inspect`: what a model file is, its inputs and outputs, size, parameters and top ops."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from mdeploy.cli._common import JsonOpt, ModelArg, emit_json, stdout
-
-
-def inspect_model(model: Path) -> dict[str, Any]:
-    from mdeploy.passes.backends.describe import describe
-
-    return describe(model)
+from mdeploy.passes.workflows.inspect import inspect_model
 
 
 def _shape(shape: list) -> str:

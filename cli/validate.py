@@ -1,65 +1,15 @@
 """`mdeploy validate`: run a reference and candidates on the same data, compare every output, and gate on thresholds."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mdeploy.cli._common import JsonOpt, emit_json, progress, stderr, stdout
-from mdeploy.passes.core.errors import BadInput, CheckFailed
 from mdeploy.passes.checks.validate import Thresholds, ValidationResult
-
-
-def validate_models(reference: Path, candidates: list[Path], data: str, thresholds: Thresholds = Thresholds(), *,
-                    out_dir: Path | None = None, batch_size: int = 64, limit: int | None = None,
-                    threads: int | None = None) -> ValidationResult:
-    """Open the models and the data, validate, and (with `out_dir`) add the results to its report.json.
-
-    Candidates are named by their record in OUTDIR's report when they are in it, else by the path as given.
-    """
-    from mdeploy.calibration import open_source
-    from mdeploy.passes.backends.load import open_artifact
-    from mdeploy.passes.report.model import Report
-    from mdeploy.passes.report.update import add_validation, record_name
-    from mdeploy.passes.checks.validate import validate
-
-    if batch_size < 1 or (limit is not None and limit < 1):
-        raise BadInput("--batch-size and --limit must be at least 1", "pass positive numbers")
-    report = Report.load(out_dir) if out_dir is not None else None  # BadInput when OUTDIR has no report.json
-    names: dict[str, Path] = {}
-
-    def label(path: Path, given: Path) -> str:
-        name = (record_name(report, out_dir, path) if report is not None else None) or str(given)
-        base, i = name, 2
-        while name in names:
-            name, i = f"{base}#{i}", i + 1
-        names[name] = Path(path)
-        return name
-
-    ref = open_artifact(reference)  # its .path is the resolved one (a SavedModel's version directory)
-    ref = dataclasses.replace(ref, name=(record_name(report, out_dir, ref.path) if report else None) or str(reference))
-    opened = [open_artifact(c) for c in candidates]
-    cands = [dataclasses.replace(a, name=label(a.path, p), meta={**a.meta, **_precision(report, out_dir, a.path)})
-             for a, p in zip(opened, candidates)]
-    source = open_source(data, ref.inputs, batch_size=batch_size)
-    result = validate(ref, cands, source, thresholds, limit=limit, threads=threads)
-    if report is not None:
-        add_validation(report, out_dir, result, names, ref.path)
-        report.save(out_dir)
-    return result
-
-
-def _precision(report, out_dir, path) -> dict:
-    """The precision the report knows for an artifact (a file alone does not say it was quantized)."""
-    if report is None:
-        return {}
-    from mdeploy.passes.report.update import find_record
-
-    entry = find_record(report, out_dir, path)
-    return {"precision": entry["precision"]} if isinstance(entry, dict) and entry.get("precision") else {}
-
+from mdeploy.passes.core.errors import CheckFailed
+from mdeploy.passes.workflows.validate import validate_models
 
 ROWS = [("accuracy", "accuracy"), ("accuracy drop", "accuracy_drop"), ("top-1 agreement", "top1_agreement"),
         ("top-5 agreement", "top5_agreement"), ("max abs error", "max_abs_error"), ("mean abs error", "mean_abs_error"),

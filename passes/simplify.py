@@ -6,19 +6,19 @@ Dynamic dimensions stay dynamic unless `input_shapes` pins them. No TensorFlow h
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections import Counter
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mdeploy.calibration.sources import DataSpec
+from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.core.errors import PassFailed
 from mdeploy.passes.core.fsio import atomic_output
-from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
 from mdeploy.passes.core.pipeline import Context, pass_params
 
 CHECK_SAMPLES = 8
@@ -125,8 +125,8 @@ class Simplify:
 
     def _check(self, artifact: Artifact, candidate: Path, feeds: dict) -> str | None:
         """Why the candidate is not a faithful simplification, or None. Runs both models on ONNX Runtime."""
-        from mdeploy.passes.checks.parity import parity_check
         from mdeploy.passes.backends.runtimes import load_runner, run_batched
+        from mdeploy.passes.checks.parity import parity_check
 
         inputs, _ = onnx_signature(load_onnx_model(candidate, load_external_data=False))
         pinned = {n for n, _ in self.input_shapes}

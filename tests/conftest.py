@@ -54,7 +54,7 @@ def digits_validation() -> Path:
 @pytest.fixture(scope="session")
 def digits_converted(tmp_path_factory, digits_model) -> Path:
     """The digits sample converted to all three formats once per session (read-only for tests)."""
-    from mdeploy.cli.convert import convert
+    from mdeploy.passes.workflows.convert import convert
 
     out = tmp_path_factory.mktemp("digits_converted")
     report = convert(digits_model, ["savedmodel", "onnx", "tflite"], out)
@@ -103,7 +103,7 @@ def digits_train_npz(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_pruned(tmp_path_factory, digits_model, digits_validation) -> Path:
     """OUTDIR holding the digits sample pruned one-shot to 50% (keras/model.pruned.keras), with accuracy measured."""
-    from mdeploy.cli.prune import prune
+    from mdeploy.passes.workflows.prune import prune
 
     out = tmp_path_factory.mktemp("digits_pruned")
     prune(digits_model, 0.5, out, data=str(digits_validation))
@@ -113,7 +113,7 @@ def digits_pruned(tmp_path_factory, digits_model, digits_validation) -> Path:
 # --------------------------------------------------------------------------- quantization (issue 3)
 
 def _quantized_in_every_mode(tmp_path_factory, to: str, model: Path, calibration: Path, validation: Path) -> Path:
-    from mdeploy.cli.quantize import quantize
+    from mdeploy.passes.workflows.quantize import quantize
 
     out = tmp_path_factory.mktemp(f"digits_{to}_q")
     for mode in ("int8", "dynamic", "fp16"):

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.passes.core.artifact import Artifact, path_size
 from mdeploy.passes.backends.load import load_onnx_model, open_artifact
+from mdeploy.passes.core.artifact import Artifact, path_size
 
 
 def _onnx_facts(path: Path) -> dict[str, Any]:
@@ -63,7 +63,6 @@ def _keras_facts(path: Path) -> dict[str, Any]:
 
 def _savedmodel_facts(path: Path) -> dict[str, Any]:
     from mdeploy.passes.backends.runtimes import load_savedmodel
-
     from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()

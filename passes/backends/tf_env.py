@@ -33,8 +33,8 @@ def import_tf():
         # absl writes "could not find cuda drivers" and friends straight to fd 2 before any
         # log level applies; hide fd 2 for the import only.
         with _stderr_fd_silenced():
-            import tensorflow as tf  # noqa: PLC0415
             import keras  # noqa: F401, PLC0415 - its import logs too
+            import tensorflow as tf  # noqa: PLC0415
 
     if not _verbose:
         tf.get_logger().setLevel(logging.ERROR)

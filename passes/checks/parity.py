@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.passes.core.artifact import Artifact
-from mdeploy.passes.checks.compare import compare_outputs, worst
 from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.checks.compare import compare_outputs, worst
+from mdeploy.passes.core.artifact import Artifact
 
 PARITY_TOLERANCE = 1e-4
 PARITY_SAMPLES = 8

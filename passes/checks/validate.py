@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.checks.compare import accuracy, compare_outputs, is_classifier_output, match_outputs
+from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.core.errors import BadInput, first_line
 
 # Which metrics a threshold bounds, and in which direction. Agreement is top-1 agreement with the reference.

@@ -16,6 +16,8 @@ from typing import Any
 from mdeploy.passes.core.errors import BadInput
 
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")
+# Where an artifact of each format is deployed: the gate asks for a passing artifact per requested target.
+DEPLOYMENT_TARGET = {"onnx": "cloud", "savedmodel": "cloud", "tflite": "edge"}
 _H5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 

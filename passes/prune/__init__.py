@@ -126,8 +126,8 @@ def _tensor_record(name: str, values: np.ndarray, zero) -> dict[str, Any]:
 
 
 def _keras_tensors(path: Path) -> list[dict[str, Any]]:
-    from mdeploy.passes.prune.keras import prunable_weights
     from mdeploy.passes.backends.runtimes import load_keras_model
+    from mdeploy.passes.prune.keras import prunable_weights
 
     return [_tensor_record(w.name, np.asarray(w.variable.numpy()), 0) for w in prunable_weights(load_keras_model(path))]
 

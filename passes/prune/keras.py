@@ -151,8 +151,8 @@ class PruneKeras:
         return Path(ctx.out_dir) / "keras" / self.file_name
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-        from mdeploy.passes.prune import compressed_size, pruning_summary
         from mdeploy.passes.backends.runtimes import load_keras_model
+        from mdeploy.passes.prune import compressed_size, pruning_summary
 
         check_sparsity(self.initial_sparsity, "--initial-sparsity")
         final = self.output_path(ctx)

@@ -92,8 +92,8 @@ class PruneOnnx:
         from onnx import numpy_helper
 
         from mdeploy.passes.backends.load import load_onnx_model
-        from mdeploy.passes.prune import compressed_size, pruning_summary
         from mdeploy.passes.backends.runtimes import onnx_session
+        from mdeploy.passes.prune import compressed_size, pruning_summary
 
         final = self.output_path(ctx)
         ensure_writable(final, ctx.force)

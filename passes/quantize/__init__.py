@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from mdeploy.calibration.sources import LABELS, CalibrationSource, DataSpec, collect, open_source
+from mdeploy.passes.backends.runtimes import load_runner
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput, PassFailed
-from mdeploy.passes.backends.runtimes import load_runner
 
 MODES = ("int8", "dynamic", "fp16")
 PRECISION = {"int8": "int8", "dynamic": "dynamic-int8", "fp16": "float16"}

@@ -5,20 +5,20 @@ so no new dependency and no TensorFlow. Every result is loaded and run once befo
 """
 from __future__ import annotations
 
-import tempfile
 import contextlib
 import dataclasses
 import io
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from mdeploy.calibration.sources import DataSpec
+from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import atomic_output
-from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
 from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.quantize import PRECISION, check_mode, quantized_file_name, require_calibration, run_once
 

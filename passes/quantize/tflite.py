@@ -5,9 +5,9 @@ TensorFlow is imported only when the pass runs. Each result is loaded and run on
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -52,8 +52,8 @@ class QuantizeTflite:
         return Path(ctx.out_dir) / "tflite" / (self.file_name or quantized_file_name(self.mode, ".tflite"))
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-        from mdeploy.passes.convert import tflite_converter, write_tflite
         from mdeploy.passes.backends.tf_env import import_tf
+        from mdeploy.passes.convert import tflite_converter, write_tflite
 
         tf = import_tf()
         final = self.output_path(ctx)

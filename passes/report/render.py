@@ -12,9 +12,8 @@ import html
 import math
 from typing import Any
 
+from mdeploy.passes.core.artifact import DEPLOYMENT_TARGET
 from mdeploy.passes.report.model import Report
-
-TARGETS = {"onnx": "cloud", "savedmodel": "cloud", "tflite": "edge"}
 
 
 def _num(x: Any) -> float | None:
@@ -88,7 +87,7 @@ def comparison_rows(report: Report) -> list[dict[str, Any]]:
             "size_ratio": size / source_size if size and source_size else None,
             "latency_ms": lat, "speedup": source_lat / lat if lat and source_lat and same_batch else None,
             "accuracy": acc, "accuracy_drop": drop, "status": status, "why": why,
-            "target": TARGETS.get(a.get("format", ""), "-"), "best": False,
+            "target": DEPLOYMENT_TARGET.get(a.get("format", ""), "-"), "best": False,
             "eligible": status == "ok" and (validation.get("passed") is True or not gate_ran),
         })
     _mark_best(rows)

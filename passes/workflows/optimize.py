@@ -13,12 +13,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash, detect_format
+from mdeploy.passes.core.artifact import (
+    DEPLOYMENT_TARGET,
+    Artifact,
+    TensorSpec,
+    content_hash,
+    detect_format,
+)
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import write_text_atomic
-from mdeploy.passes.core.pipeline import MDEPLOY_VERSION, Context, Node, Step, run_branches, run_plan
+from mdeploy.passes.core.pipeline import (
+    MDEPLOY_VERSION,
+    Context,
+    Node,
+    Step,
+    run_branches,
+    run_plan,
+)
 from mdeploy.passes.workflows.recipe import Recipe
-from mdeploy.passes.report.render import TARGETS
 
 CACHE_DIR_NAME = ".mdeploy-cache"
 
@@ -221,7 +233,7 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
             artifacts.append(a)
     for a in artifacts:
         record = artifact_record(a, out_dir)
-        record["target"] = TARGETS.get(a.format)
+        record["target"] = DEPLOYMENT_TARGET.get(a.format)
         if "pruned" in produced and a.precision != "float32":
             from mdeploy.passes.prune import sparsity_survival
 
@@ -240,8 +252,8 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
 
 def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,
               stage) -> None:
-    from mdeploy.passes.report.update import add_validation
     from mdeploy.passes.checks.validate import Thresholds, validate
+    from mdeploy.passes.report.update import add_validation
 
     candidates = [a for a in artifacts if a.format in ("onnx", "savedmodel", "tflite", "keras")]
     if not candidates:

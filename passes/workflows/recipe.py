@@ -13,7 +13,7 @@ from typing import Any
 
 from mdeploy.passes.core.errors import BadInput
 
-TARGETS = ("cloud", "edge", "all")
+DEPLOYMENT_CHOICES = ("cloud", "edge", "all")
 QUANT_MODES = ("int8", "dynamic", "fp16")
 
 
@@ -132,8 +132,8 @@ def _build(cls, data: dict[str, Any], where: str, base=None):
 
 def check(recipe: Recipe) -> Recipe:
     """Value checks that types alone cannot express."""
-    if recipe.target not in TARGETS:
-        raise BadInput(f"recipe key 'target' must be one of {', '.join(TARGETS)}, not '{recipe.target}'", "use --target cloud|edge|all")
+    if recipe.target not in DEPLOYMENT_CHOICES:
+        raise BadInput(f"recipe key 'target' must be one of {', '.join(DEPLOYMENT_CHOICES)}, not '{recipe.target}'", "use --target cloud|edge|all")
     for fmt in ("onnx", "tflite"):
         bad = [m for m in getattr(recipe.quantize, fmt) if m not in QUANT_MODES]
         if bad:

@@ -10,8 +10,8 @@ import pytest
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory, digits_model, digits_converted, digits_validation):
     """digits converted, validated against the source, and benchmarked (ONNX/TFLite only, to stay fast)."""
-    from mdeploy.cli.bench import bench_models
-    from mdeploy.cli.validate import validate_models
+    from mdeploy.passes.workflows.bench import bench_models
+    from mdeploy.passes.workflows.validate import validate_models
 
     out = tmp_path_factory.mktemp("measured") / "out"
     shutil.copytree(digits_converted, out)

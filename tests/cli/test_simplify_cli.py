@@ -60,7 +60,7 @@ def test_data_check_uses_given_data_and_bad_data_is_exit_2(mdeploy, tiny_dynamic
 
 @pytest.mark.slow
 def test_mobilenet_simplify_keeps_batch_dynamic(mdeploy, mobilenet_model, tmp_path):
-    from mdeploy.cli.convert import convert
+    from mdeploy.passes.workflows.convert import convert
 
     convert(mobilenet_model, ["onnx"], tmp_path)
     r = mdeploy("simplify", tmp_path / "onnx" / "model.onnx", "-o", tmp_path / "sim.onnx", "--json")

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from mdeploy.passes.backends.load import open_artifact
 from mdeploy.passes.checks.bench import bench, machine
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.backends.load import open_artifact
 
 
 def assert_sane(r: dict, batch: int, runs: int) -> None:

@@ -46,7 +46,7 @@ def test_onnx_batch_dimension_stays_dynamic(digits_converted):
 
 
 def test_multi_input_multi_output_model_keeps_names(tiny_keras, tmp_path):
-    from mdeploy.cli.convert import convert
+    from mdeploy.passes.workflows.convert import convert
 
     report = convert(tiny_keras, ["savedmodel", "onnx", "tflite"], tmp_path / "out")
     assert report.ok
@@ -58,7 +58,7 @@ def test_multi_input_multi_output_model_keeps_names(tiny_keras, tmp_path):
 
 
 def test_tflite_converts_to_onnx(digits_converted, tmp_path):
-    from mdeploy.cli.convert import convert
+    from mdeploy.passes.workflows.convert import convert
 
     report = convert(digits_converted / "tflite" / "model.tflite", ["onnx"], tmp_path / "out")
     assert report.ok and report.artifacts[0]["format"] == "onnx"
@@ -66,8 +66,8 @@ def test_tflite_converts_to_onnx(digits_converted, tmp_path):
 
 
 def test_onnx_source_has_nothing_to_convert(digits_converted, tmp_path):
-    from mdeploy.cli.convert import convert
     from mdeploy.passes.core.errors import BadInput
+    from mdeploy.passes.workflows.convert import convert
 
     with pytest.raises(BadInput, match="already ONNX"):
         convert(digits_converted / "onnx" / "model.onnx", ["tflite"], tmp_path / "out")

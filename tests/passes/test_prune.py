@@ -103,7 +103,7 @@ def test_first_last_policy_and_unmatched_exclude():
 
 
 def _accuracy(artifact, validation):
-    from mdeploy.cli.prune import labelled_accuracy
+    from mdeploy.passes.workflows.prune import labelled_accuracy
 
     return labelled_accuracy(artifact, str(validation))
 
@@ -120,9 +120,9 @@ def digits_source(digits_model):
 
 
 def test_keras_50_percent_one_shot_keeps_accuracy_and_exact_sparsity(tmp_path, digits_model, digits_source, digits_validation):
+    from mdeploy.passes.backends.runtimes import load_keras_model
     from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
-    from mdeploy.passes.backends.runtimes import load_keras_model
 
     before_hash = _sha(digits_model)
     out = PruneKeras(sparsity=0.5).run(digits_source, Context(out_dir=tmp_path))
@@ -166,9 +166,9 @@ def test_keras_80_percent_with_fine_tuning_keeps_accuracy(tmp_path, digits_sourc
 
 
 def test_keras_2_4_pattern_every_group_of_four(tmp_path, digits_source, digits_validation):
+    from mdeploy.passes.backends.runtimes import load_keras_model
     from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
-    from mdeploy.passes.backends.runtimes import load_keras_model
 
     out = PruneKeras(pattern="2:4").run(digits_source, Context(out_dir=tmp_path))
     model = load_keras_model(out.path)
@@ -194,9 +194,9 @@ def test_separable_depthwise_embedding_pruned_normalization_untouched(tmp_path):
     import keras
 
     from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.backends.runtimes import load_keras_model
     from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
-    from mdeploy.passes.backends.runtimes import load_keras_model
 
     keras.utils.set_random_seed(0)
     tokens = keras.Input((16,), dtype="int32", name="tokens")
@@ -290,8 +290,8 @@ def test_sparsity_survives_int8_onnx_and_tflite(tmp_path, digits_pruned, digits_
     """Quantize the pruned model with the plain toolchains and check measure_sparsity reads the zeros back."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from mdeploy.cli.convert import convert
     from mdeploy.passes.prune import measure_sparsity
+    from mdeploy.passes.workflows.convert import convert
 
     pruned = digits_pruned / "keras" / "model.pruned.keras"
     keras_measure = measure_sparsity(pruned)
@@ -306,8 +306,8 @@ def test_sparsity_survives_int8_onnx_and_tflite(tmp_path, digits_pruned, digits_
 
     import tensorflow as tf
 
-    from mdeploy.passes.convert import tflite_converter
     from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.convert import tflite_converter
 
     calib = np.load(digits_calibration)["image"][:64]
     (tmp_path / "work").mkdir()

@@ -11,13 +11,13 @@ import onnx
 import pytest
 
 from mdeploy.calibration import DataSpec
-from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.quantize import quantization_quality
 from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
-from mdeploy.passes.backends.runtimes import load_runner
 
 
 @pytest.fixture(scope="module")

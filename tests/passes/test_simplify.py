@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from mdeploy.passes.core.errors import BadInput, PassFailed
 from mdeploy.passes.backends.load import open_artifact
-from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.core.errors import BadInput, PassFailed
+from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.simplify import Simplify
 
 

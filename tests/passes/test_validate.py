@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mdeploy.calibration import open_source
-from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.backends.load import open_artifact
 from mdeploy.passes.checks.validate import Failure, Thresholds, validate
+from mdeploy.passes.core.errors import BadInput
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _validate_models import corrupt_largest_kernel, nchw_front, wrong_head  # noqa: E402

@@ -1,0 +1,83 @@
+"""`convert`: a model to SavedModel (TF Serving layout), ONNX and TFLite, each artifact parity-checked against the source."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.report.model import Report
+
+CONVERT_FORMATS = ("savedmodel", "onnx", "tflite")
+
+
+def parse_targets(text: str) -> list[str]:
+    targets = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in targets if t not in CONVERT_FORMATS]
+    if bad or not targets:
+        raise BadInput(f"unknown target(s) for --to: {', '.join(bad) or '(none)'}", f"choose from {','.join(CONVERT_FORMATS)}")
+    return list(dict.fromkeys(targets))
+
+
+def conversion_passes(source: Artifact, targets: list[str], *, name: str, opset: int) -> list:
+    """The conversion pass for each target, refusing what makes no sense for this source."""
+    from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
+
+    if source.format == "onnx":
+        raise BadInput("the model is already ONNX: there is nothing to convert it to yet",
+                       "use `mdeploy simplify` or `mdeploy quantize --to onnx` on an ONNX model")
+    if source.format == "tflite" and targets != ["onnx"]:
+        raise BadInput(f"a TFLite model can only be converted to onnx (asked for: {','.join(targets)})",
+                       "pass --to onnx")
+    made = {"savedmodel": lambda: ToSavedModel(model_name=name), "onnx": lambda: ToOnnx(opset=opset), "tflite": ToTflite}
+    return [made[t]() for t in targets]
+
+
+def planned_outputs(passes: list, out_dir: Path, name: str) -> list[Path]:
+    paths = {"convert.savedmodel": out_dir / "savedmodel" / name / "1", "convert.onnx": out_dir / "onnx" / "model.onnx",
+             "convert.tflite": out_dir / "tflite" / "model.tflite"}
+    return [paths[p.name] for p in passes]
+
+
+def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None = None, name: str | None = None,
+            data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None) -> Report:
+    """Convert `model` to each target, check parity of each artifact against the source, and write report.json."""
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.backends.runtimes import load_runner, run_batched
+    from mdeploy.passes.checks.parity import (
+        PARITY_TOLERANCE,
+        parity_check,
+        parity_feeds,
+    )
+    from mdeploy.passes.convert import DEFAULT_OPSET
+    from mdeploy.passes.core.fsio import ensure_writable
+    from mdeploy.passes.core.pipeline import Context, run_pass
+    from mdeploy.passes.report.model import artifact_record
+
+    stage = on_stage or (lambda text: None)
+    stage("loading the model")
+    source = open_artifact(model)
+    name = name or Path(model).stem.split(".")[0] or "model"
+    passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET)
+    for path in planned_outputs(passes, out_dir, name):
+        ensure_writable(path, force)  # fail before any work, not after the first artifact
+    ctx = Context(out_dir=out_dir, force=force, name=name, parity_data=data, on_stage=stage)
+    report = Report.load_or_new(out_dir, source)
+    feeds, feeds_desc = parity_feeds(source, data)
+    stage("running the source model")
+    reference = run_batched(load_runner(source.format, source.path), feeds)
+    for p in passes:
+        steps: list = []
+        artifact = run_pass(p, source, ctx, steps)
+        stage(f"parity check: {artifact.name}")
+        t0 = time.perf_counter()
+        record = artifact_record(artifact, out_dir)
+        record["checks"] = {"parity": None, **parity_check(reference, artifact, feeds, PARITY_TOLERANCE if tolerance is None else tolerance),
+                            "inputs": feeds_desc}
+        record["checks"].pop("parity")
+        steps[-1].note = f"parity {'passed' if record['checks']['passed'] else 'FAILED'} in {time.perf_counter() - t0:.2f}s"
+        report.add_artifact(record)
+        report.add_steps(steps)
+    report.warnings.extend(ctx.warnings)
+    report.save(out_dir)
+    return report

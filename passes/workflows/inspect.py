@@ -1,0 +1,11 @@
+"""`inspect`: what a model file is: format, signature, size, parameters and top ops."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def inspect_model(model: Path) -> dict[str, Any]:
+    from mdeploy.passes.backends.describe import describe
+
+    return describe(model)

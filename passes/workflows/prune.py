@@ -1,0 +1,87 @@
+"""`prune`: magnitude pruning of a Keras or ONNX model, with sparsity, size and accuracy before and after."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.report.model import Report
+
+
+def labelled_accuracy(artifact, data: str) -> float | None:
+    """Top-1 accuracy of `artifact` on labelled data, through the runtime table; None when the output is not a classifier's."""
+    from mdeploy.calibration import LABELS, collect, open_source
+    from mdeploy.passes.backends.runtimes import load_runner, run_batched
+    from mdeploy.passes.checks.compare import accuracy, is_classifier_output
+
+    batch = collect(open_source(data, artifact.inputs))
+    labels = batch.pop(LABELS)
+    outputs = run_batched(load_runner(artifact.format, artifact.path), batch)
+    first = next(iter(outputs.values()))
+    return accuracy(first, labels) if is_classifier_output(first) else None
+
+
+def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "layer", exclude: tuple[str, ...] = (),
+          prune_first_last: bool = False, pattern: str | None = None, fine_tune: str | None = None, epochs: int = 2,
+          batch_size: int = 32, learning_rate: float = 1e-3, loss: str | None = None, metric: str | None = None,
+          initial_sparsity: float = 0.0, begin_step: int = 0, end_step: int | None = None, frequency: int | None = None,
+          data: str | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
+    """Prune `model` into OUTDIR (keras/model.pruned.keras or onnx/model.pruned.onnx) and add its record, with a
+    `pruning` section, to OUTDIR/report.json. With labelled `data`, accuracy is measured before and after."""
+    from mdeploy.calibration import open_source
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.fsio import ensure_writable
+    from mdeploy.passes.core.pipeline import Context, run_pass
+    from mdeploy.passes.prune import pruning_pass
+    from mdeploy.passes.prune.masks import check_sparsity, parse_pattern
+    from mdeploy.passes.report.model import artifact_record
+
+    stage = on_stage or (lambda text: None)
+    nm = parse_pattern(pattern)
+    if nm is None and sparsity is None:
+        raise BadInput("pass --sparsity (a fraction in [0, 1)) or --pattern N:M", "for example --sparsity 0.5")
+    if sparsity is not None:
+        check_sparsity(sparsity)
+        if nm is not None and abs(sparsity - (1 - nm[0] / nm[1])) > 1e-9:
+            raise BadInput(f"--pattern {pattern} fixes the sparsity at {1 - nm[0] / nm[1]:g}, but --sparsity is {sparsity:g}",
+                           "drop --sparsity when using --pattern")
+    if scope not in ("layer", "global"):
+        raise BadInput(f"--scope must be layer or global, got {scope!r}", "use --scope layer or --scope global")
+    stage("loading the model")
+    source = open_artifact(model)
+    target = (1 - nm[0] / nm[1]) if nm else float(sparsity)
+    params: dict[str, Any] = dict(sparsity=target, scope=scope, exclude=tuple(exclude), prune_first_last=prune_first_last,
+                                  pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,
+                                  learning_rate=learning_rate, loss=loss, metric=metric, initial_sparsity=initial_sparsity,
+                                  begin_step=begin_step, end_step=end_step, frequency=frequency, seed=seed)
+    p = pruning_pass(source.format, **params)
+    ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, on_stage=stage, seed=seed)
+    ensure_writable(p.output_path(ctx), force)  # fail before any work
+    if data is not None:
+        src = open_source(data, source.inputs)
+        if not src.has_labels:
+            raise BadInput(f"{data}: no labels, so accuracy cannot be measured",
+                           "save the labels in the .npz under the key 'labels' (or 'y')")
+    report = Report.load_or_new(out_dir, source)
+    accuracy_before = None
+    if data is not None:
+        stage("accuracy of the source model")
+        accuracy_before = labelled_accuracy(source, data)
+    steps: list = []
+    artifact = run_pass(p, source, ctx, steps)
+    record = artifact_record(artifact, out_dir)
+    pruning = record["meta"].pop("pruning")
+    if data is not None:
+        stage("accuracy of the pruned model")
+        pruning["accuracy_before"] = accuracy_before
+        pruning["accuracy_after"] = labelled_accuracy(artifact, data)
+        pruning["accuracy_data"] = str(data)
+    else:
+        pruning["accuracy_before"] = pruning["accuracy_after"] = None
+    pruning["warnings"] = list(ctx.warnings)
+    record["pruning"] = pruning
+    report.add_artifact(record)
+    report.add_steps(steps)
+    report.warnings.extend(ctx.warnings)
+    report.save(out_dir)
+    return report

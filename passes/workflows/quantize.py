@@ -1,0 +1,193 @@
+"""`quantize`: an int8, dynamic or fp16 artifact for ONNX Runtime or LiteRT, compared with its float parent on held-out data."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.report.model import Report
+
+QUANTIZE_FORMATS = ("onnx", "tflite")
+
+
+DEFAULT_SAMPLES = 200
+
+
+HOLDOUT_FRACTION = 5  # without --validation, the last 1/5 of the calibration data is held out
+
+
+RANDOM_WARNING = "random calibration data: accuracy was not validated (quality is measured on generated inputs only)"
+
+
+@dataclasses.dataclass
+class DataPlan:
+    """Which samples calibrate and which judge the result, decided (and every sample checked) before any work."""
+
+    calibration: Any  # DataSpec | None
+    heldout: Any  # DataSpec
+    calibration_samples: int
+    warnings: list[str]
+
+
+def plan_data(inputs, mode: str, calibration: str | None, validation: str | None, samples: int, *,
+              image=None, batch_size: int = 32, seed: int = 0) -> DataPlan:
+    """Open and read through the data once: shape/dtype/NaN errors surface here, before anything is written."""
+    from mdeploy.calibration.sources import DataSpec, batch_size_of
+
+    if samples < 1:
+        raise BadInput(f"--samples {samples}: need at least one", "pass --samples N with N >= 1")
+    warnings: list[str] = []
+    if mode == "int8" and calibration is None:
+        raise BadInput("int8 quantization needs calibration data",
+                       "pass --calibration DATA (.npz, .csv, a directory of .npy files or images, module:function), or `random`")
+
+    def spec(text: str, **kw) -> DataSpec:
+        return DataSpec(text, batch_size=batch_size, image=image, **{"seed": seed, **kw})
+
+    def counted(s: DataSpec, flag: str) -> int:
+        n = sum(batch_size_of(b) for b in s.open(inputs))  # read through: every batch is checked now, not mid-quantization
+        if n == 0:
+            raise BadInput(f"{flag} {s.spec}: no samples", "give data with at least one sample")
+        return n
+
+    heldout = None
+    if validation is not None:
+        if validation == "random":
+            raise BadInput("--validation random would validate nothing", "pass held-out data with labels, or leave --validation out")
+        heldout = spec(validation)
+        counted(heldout, "--validation")
+    cal = None
+    n_cal = 0
+    if calibration == "random":
+        cal = spec("random", take=samples)
+        n_cal = samples
+        warnings.append(RANDOM_WARNING)
+        heldout = heldout or spec("random", take=min(samples, 32), seed=seed + 1)
+    elif calibration is not None:
+        total = counted(spec(calibration), "--calibration")
+        keep_out = 0 if heldout is not None or total < 2 else max(1, total // HOLDOUT_FRACTION)
+        n_cal = min(samples, total - keep_out)
+        cal = spec(calibration, take=n_cal)
+        if heldout is None:
+            if keep_out:
+                heldout = spec(calibration, skip=total - keep_out, take=keep_out)
+            else:
+                heldout = spec(calibration)
+                warnings.append(f"{calibration} has one sample: quality is measured on the calibration sample itself")
+        if n_cal < samples:
+            warnings.append(f"calibration data has {n_cal} usable sample(s), fewer than --samples {samples}: using {n_cal}"
+                            + (f" ({keep_out} held out for validation)" if keep_out else ""))
+    if heldout is None:
+        heldout = spec("random", take=32, seed=seed + 1)
+        warnings.append("no --validation or --calibration data: quality is measured on generated inputs; accuracy was not validated")
+    return DataPlan(cal if mode == "int8" else None, heldout, n_cal if mode == "int8" else 0, warnings)
+
+
+def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset: int | None, force: bool, on_stage) -> Artifact:
+    """The float artifact in the target format: the source itself, one a previous run left in OUTDIR, or a fresh conversion."""
+    from mdeploy.passes.core.artifact import TensorSpec, content_hash
+    from mdeploy.passes.workflows.convert import convert
+
+    if source.format == to:
+        return source
+    existing = Report.load_or_new(out_dir, source).artifact(to)
+    if existing and not force:
+        path = Path(out_dir) / existing["path"]
+        if path.exists() and content_hash(path) == existing["sha256"]:
+            return Artifact(format=to, path=path, name=to, parent=source,
+                            inputs=tuple(TensorSpec.from_dict(t) for t in existing["inputs"]),
+                            outputs=tuple(TensorSpec.from_dict(t) for t in existing["outputs"]), meta={"precision": "float32"})
+    report = convert(model, [to], out_dir, opset=opset, force=force, on_stage=on_stage)
+    record = report.artifact(to)
+    return Artifact(format=to, path=Path(out_dir) / record["path"], name=to, parent=source,
+                    inputs=tuple(TensorSpec.from_dict(t) for t in record["inputs"]),
+                    outputs=tuple(TensorSpec.from_dict(t) for t in record["outputs"]), meta={"precision": "float32"})
+
+
+def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
+                      exclude: tuple[str, ...], io: str, activations: str = "uint8"):
+    if to == "onnx":
+        from mdeploy.passes.quantize.onnx import QuantizeOnnx
+
+        if io != "float":
+            raise BadInput("--io applies to --to tflite only", "ONNX int8 models keep float inputs and outputs (QDQ)")
+        return QuantizeOnnx(mode=mode, format=format, per_channel=per_channel, method=method, exclude=exclude,
+                            calibration=calibration, activations=activations)
+    from mdeploy.passes.quantize.tflite import QuantizeTflite
+
+    if exclude or format != "qdq" or method != "minmax" or not per_channel or activations != "uint8":
+        raise BadInput("--exclude, --format, --method, --per-tensor and --activations apply to --to onnx only",
+                       "the TFLite converter chooses these itself")
+    return QuantizeTflite(mode=mode, io=io, calibration=calibration)
+
+
+SPARSE_ENOUGH = 0.05  # below this a model was not pruned; its few zeros are not worth a survival check
+
+
+def sparsity_kept(source, quantized) -> dict | None:
+    """For a pruned source (keras/onnx), whether its zero weights survived quantization; else None."""
+    if source.format not in ("keras", "onnx"):
+        return None
+    from mdeploy.passes.prune import measure_sparsity, sparsity_survival
+
+    if measure_sparsity(source)["sparsity"] < SPARSE_ENOUGH:
+        return None
+    return sparsity_survival(source, quantized)
+
+
+def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str | None = None,
+             validation: str | None = None, samples: int = DEFAULT_SAMPLES, method: str = "minmax", format: str = "qdq",
+             per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", activations: str = "uint8",
+             image=None, batch_size: int = 32,
+             opset: int | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
+    """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.fsio import ensure_writable
+    from mdeploy.passes.core.pipeline import Context, run_pass
+    from mdeploy.passes.quantize import MODES, quantization_quality
+    from mdeploy.passes.report.model import artifact_record
+
+    stage = on_stage or (lambda text: None)
+    if to not in QUANTIZE_FORMATS:
+        raise BadInput(f"--to {to}: quantization targets are {', '.join(QUANTIZE_FORMATS)}", "pass --to onnx or --to tflite")
+    if mode not in MODES:
+        raise BadInput(f"--mode {mode}: unknown mode", f"choose from {', '.join(MODES)}")
+    stage("loading the model")
+    source = open_artifact(model)
+    if source.format == "tflite" or (to == "tflite" and source.format == "onnx"):
+        raise BadInput(f"cannot quantize a {source.format} model for --to {to}",
+                       "start from the Keras model or SavedModel (or an ONNX model for --to onnx)")
+    out_dir = Path(out_dir)
+    qpass = quantization_pass(to, mode, None, method=method, format=format, per_channel=per_channel,
+                              exclude=tuple(exclude), io=io, activations=activations)
+    ensure_writable(qpass.output_path(Context(out_dir=out_dir)), force)  # before any work
+    stage("checking the data")
+    plan = plan_data(source.inputs, mode, calibration, validation, samples, image=image, batch_size=batch_size, seed=seed)
+    parent = float_parent(model, source, to, out_dir, opset=opset, force=force, on_stage=stage)
+    qpass = dataclasses.replace(qpass, calibration=plan.calibration)
+    ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage)
+    steps: list = []
+    quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
+    stage(f"comparing {quantized.name} with {parent.name} on held-out data")
+    quality = quantization_quality(parent, quantized, plan.heldout.open(parent.inputs))
+    record = artifact_record(quantized, out_dir)
+    record["quality"] = quality
+    record["calibration"] = ({"data": plan.calibration.spec, "samples": plan.calibration_samples,
+                              "method": method if to == "onnx" else "tflite-converter"} if plan.calibration else None)
+    survival = sparsity_kept(source, quantized)
+    if survival is not None:
+        record["sparsity"] = survival["sparsity_after"]
+        record["sparsity_survival"] = survival
+        if not survival["survived"]:
+            ctx.warn(f"{quantized.name}: quantization filled in pruned zeros "
+                     f"({survival['zeros_before']} zero weights before, {survival['zeros_after']} after)")
+    report = Report.load_or_new(out_dir, source)
+    report.add_artifact(record)
+    report.add_steps(steps)
+    for w in plan.warnings + ctx.warnings:
+        if w not in report.warnings:
+            report.warnings.append(w)
+    report.save(out_dir)
+    return report

@@ -1,0 +1,61 @@
+"""`simplify`: onnxsim on one ONNX file, checked against the input, with a before/after summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.report.model import REPORT_NAME, Report
+
+
+def parse_input_shapes(values: list[str] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """`NAME:1,3,224,224` (repeatable) -> ((NAME, (1, 3, 224, 224)), ...)."""
+    shapes = []
+    for text in values or []:
+        name, _, dims = text.rpartition(":")
+        try:
+            parsed = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            parsed = ()
+        if not name or not parsed or min(parsed) <= 0:
+            raise BadInput(f"--input-shape '{text}' is not NAME:D1,D2,...", "for example --input-shape image:1,224,224,3")
+        shapes.append((name, parsed))
+    return tuple(shapes)
+
+
+def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None = None,
+             input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = (), force: bool = False, on_stage=None) -> Report:
+    """Simplify `model` into `out`. The report (also saved beside OUT when that directory's report.json is free
+    or describes the same model) holds the artifact with its `simplify` summary and the step, `skipped` on fallback."""
+    from mdeploy.calibration.sources import DataSpec
+    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.core.fsio import ensure_writable
+    from mdeploy.passes.core.pipeline import Context, run_pass
+    from mdeploy.passes.report.model import artifact_record
+    from mdeploy.passes.simplify import Simplify
+
+    stage = on_stage or (lambda text: None)
+    model, out = Path(model), Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise BadInput(f"-o {out}: the output must be an .onnx file", "for example -o model.sim.onnx")
+    if out.resolve() == model.resolve():
+        raise BadInput(f"-o {out} is the input model", "mdeploy never modifies an input file; choose another output path")
+    ensure_writable(out, force)
+    stage("loading the model")
+    source = open_artifact(model)
+    if source.format != "onnx":
+        raise BadInput(f"{model} is a {source.format} model; simplify takes ONNX", "convert it first: mdeploy convert MODEL --to onnx")
+    p = Simplify(file_name=str(out.resolve()), input_shapes=input_shapes, data=DataSpec(data) if data else None, strict=strict)
+    ctx = Context(out_dir=out.parent, force=force, name=model.stem, on_stage=stage)
+    steps: list = []
+    result = run_pass(p, source, ctx, steps)
+    report = Report.for_source(source)
+    existing = out.parent / REPORT_NAME
+    shared = Report.load_or_new(out.parent, source) if existing.is_file() else None
+    if shared is not None and shared.source.get("sha256") == source.sha256():
+        report = shared
+    report.add_artifact({**artifact_record(result, out.parent), "simplify": result.meta["simplify"]})
+    report.add_steps(steps)
+    report.warnings.extend(w for w in ctx.warnings if w not in report.warnings)
+    if not existing.is_file() or report is shared:
+        report.save(out.parent)
+    return report

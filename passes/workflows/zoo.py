@@ -1,0 +1,132 @@
+"""`zoo`: `optimize` on every model of a manifest, one process per model, and the zoo summary."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+KEY_FILE = ".zoo-key"
+
+
+def _last_error(text: str) -> str:
+    errors = [ln.split("error:", 1)[1].strip() for ln in text.splitlines() if ln.startswith("error:")]
+    if errors:
+        return errors[-1]
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def run_model(model, out_dir: Path, version: str, stage: dict[str, str], timeout: float | None) -> dict[str, Any]:
+    """Optimize one model in its own process, so a crash or out-of-memory cannot take the batch down."""
+    from mdeploy.passes.workflows.zoo_manifest import model_summary
+
+    model_dir = out_dir / model.name
+    key = model.cache_key(version)
+    report_path = model_dir / "report.json"
+    if (model_dir / KEY_FILE).is_file() and (model_dir / KEY_FILE).read_text() == key and report_path.is_file():
+        stage[model.name] = "cached"
+        prev = json.loads((model_dir / KEY_FILE).with_name(".zoo-row.json").read_text())
+        return {**prev, "cached": True, "seconds": 0.0}
+    stage[model.name] = "starting"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.NamedTemporaryFile("w+", suffix=".stage", delete=False) as sf:
+        stage_file = Path(sf.name)
+    env = {**os.environ, "MDEPLOY_STAGE_FILE": str(stage_file)}
+    proc = subprocess.Popen([sys.executable, "-m", "mdeploy.cli", *model.optimize_args(model_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.3):
+            try:
+                text = stage_file.read_text().strip()
+            except OSError:
+                continue
+            if text:
+                stage[model.name] = text
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        err += f"\nerror: timed out after {timeout:.0f}s"
+    finally:
+        done.set()
+        watcher.join()
+        stage_file.unlink(missing_ok=True)
+    seconds = time.perf_counter() - t0
+    report = None
+    try:
+        report = json.loads(out) if out.strip() else None
+    except ValueError:
+        report = None
+    if proc.returncode < 0:
+        reason = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else "")
+        status = "failed"
+    elif proc.returncode == 0:
+        reason, status = "", "ok"
+    elif proc.returncode == 1 and report is not None:
+        reason, status = _last_error(err) or "no artifact passed the accuracy gate", "rejected"
+    else:
+        reason, status = _last_error(err), "failed"
+    row = model_summary(model.name, report, status, seconds, reason)
+    stage[model.name] = status
+    if status == "ok":
+        (model_dir / ".zoo-row.json").write_text(json.dumps(row, default=str))
+        (model_dir / KEY_FILE).write_text(key)
+    else:
+        (model_dir / KEY_FILE).unlink(missing_ok=True)
+    return row
+
+
+def zoo(manifest: Path, out_dir: Path, *, jobs: int = 2, shard_spec: str | None = None, timeout: float | None = None,
+        on_update=None) -> dict[str, Any]:
+    """Run every (sharded) model of the manifest; write the zoo summary; return it."""
+    from mdeploy.passes.core.pipeline import MDEPLOY_VERSION
+    from mdeploy.passes.workflows.zoo_manifest import (
+        SUMMARY_NAME,
+        load_manifest,
+        parse_shard,
+        shard,
+        write_summary,
+    )
+
+    spec = parse_shard(shard_spec)
+    models = shard(load_manifest(manifest).models, spec)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage: dict[str, str] = {m.name: "queued" for m in models}
+    rows: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run_model, m, out_dir, MDEPLOY_VERSION, stage, timeout) for m in models]
+        while not all(f.done() for f in futures):
+            if on_update:
+                on_update(stage)
+            time.sleep(0.2)
+        rows = [f.result() for f in futures]
+    if on_update:
+        on_update(stage)
+    write_summary(out_dir, rows, spec)
+    return json.loads((out_dir / SUMMARY_NAME).read_text())
+
+
+def zoo_merge(shard_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
+    from mdeploy.passes.workflows.zoo_manifest import (
+        SUMMARY_NAME,
+        merge_summaries,
+        write_summary,
+    )
+
+    rows = merge_summaries(shard_dirs)
+    write_summary(out_dir, rows)
+    return json.loads((Path(out_dir) / SUMMARY_NAME).read_text())
