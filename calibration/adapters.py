@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader
 
-from mdeploy.calibration.sources import LABELS, Batch, CalibrationSource, batch_size_of, count_samples
+from mdeploy.calibration.batches import LABELS, Batch, CalibrationSource, batch_size_of, count_samples
 
 
-class OrtCalibrationReader(CalibrationDataReader):
-    """Feeds batches to onnxruntime.quantization.quantize_static.
+class OrtCalibrationReader:
+    """Feeds batches to onnxruntime.quantization.quantize_static (its CalibrationDataReader protocol: get_next,
+    iteration), without importing onnxruntime until a quantizer runs.
 
     It implements `__len__` and `set_range` so quantize_static can calibrate in strides
     (extra_options CalibStridedMinMax): ORT's calibrators otherwise keep every batch's
@@ -49,6 +49,15 @@ class OrtCalibrationReader(CalibrationDataReader):
         self._pos += 1
         self.samples_read += batch_size_of(batch)
         return {k: v for k, v in batch.items() if k != LABELS}
+
+    def __iter__(self) -> OrtCalibrationReader:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = self.get_next()
+        if batch is None:
+            raise StopIteration
+        return batch
 
     def rewind(self) -> None:
         self._iter, self._pos, self._end = None, 0, self.batch_count

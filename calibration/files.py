@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdeploy.calibration.sources import LABEL_KEYS, LABELS, PICKLE_HINT, Batch, check_batch
+from mdeploy.calibration.batches import LABEL_KEYS, LABELS, PICKLE_HINT, Batch, check_batch
 from mdeploy.passes.core.artifact import TensorSpec
 from mdeploy.passes.core.errors import BadInput
 

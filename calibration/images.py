@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdeploy.calibration.sources import LABELS, Batch, check_batch
+from mdeploy.calibration.batches import LABELS, Batch, check_batch
 from mdeploy.passes.core.artifact import TensorSpec
 from mdeploy.passes.core.errors import BadInput
 

@@ -10,7 +10,10 @@ from typing import Annotated
 
 import typer
 
-from mdeploy.cli import _common
+from mdeploy.cli import _common, bench, convert, inspect, optimize, prune, quantize, report, simplify, validate, zoo
+from mdeploy.passes.backends import tf_env
+from mdeploy.passes.backends.runtimes import set_keras_safe_mode
+from mdeploy.passes.core.errors import EXIT_BAD_INPUT, EXIT_PASS_FAILED, MdeployError, first_line
 
 app = typer.Typer(
     name="mdeploy",
@@ -46,25 +49,12 @@ def _root(
     _common.state["debug"] |= debug
     _common.state["verbose"] |= verbose
     if unsafe_keras:
-        from mdeploy.passes.backends.runtimes import set_keras_safe_mode
 
         set_keras_safe_mode(False)
 
 
 def _register() -> None:
     """Each command lives in its own module, as a pure function beside its Typer wrapper."""
-    from mdeploy.cli import (
-        bench,
-        convert,
-        inspect,
-        optimize,
-        prune,
-        quantize,
-        report,
-        simplify,
-        validate,
-        zoo,
-    )
 
     for name, func in (("optimize", optimize.optimize_cli), ("convert", convert.convert_cli),
                        ("inspect", inspect.inspect_cli), ("simplify", simplify.simplify_cli),
@@ -100,12 +90,6 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the importable entry point tests use)."""
     from typer.exceptions import TyperException
 
-    from mdeploy.passes.backends import tf_env
-    from mdeploy.passes.core.errors import (
-        EXIT_BAD_INPUT,
-        EXIT_PASS_FAILED,
-        MdeployError,
-    )
 
     argv = _extract_global_flags(list(sys.argv[1:] if argv is None else argv))
     tf_env.set_verbose(_common.state["verbose"])
@@ -135,7 +119,6 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback unless --debug
         if _common.state["debug"]:
             _common.stderr.print_exception()
-        from mdeploy.passes.core.errors import first_line
 
         _print_error(f"unexpected {type(e).__name__}: {first_line(e, empty='')}",
                      "re-run with --debug for the traceback, and report it if it looks like a bug")

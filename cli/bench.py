@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from mdeploy.cli._common import JsonOpt, emit_json, progress, stdout
+from mdeploy.cli._format import human_bytes
 from mdeploy.cli.report import wide_console
 from mdeploy.passes.workflows.bench import bench_models
 
@@ -15,7 +16,6 @@ def render(results: list[dict[str, Any]]) -> None:
     from rich import box
     from rich.table import Table
 
-    from mdeploy.cli._format import human_bytes
 
     first = results[0]
     table = Table(title=f"bench: batch {first['batch']}, {first['runs']} runs after {first['warmup']} warm-up, "

@@ -18,6 +18,8 @@ from mdeploy.cli._common import (
     stdout,
     warn,
 )
+from mdeploy.cli._format import fmt_float, human_bytes
+from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.workflows.convert import convert, parse_targets
 
@@ -25,7 +27,6 @@ from mdeploy.passes.workflows.convert import convert, parse_targets
 def render_artifacts(report: Report, out_dir: Path) -> None:
     from rich.table import Table
 
-    from mdeploy.cli._format import fmt_float, human_bytes
 
     table = Table(title=f"mdeploy: {report.source.get('path')}")
     for col in ("artifact", "format", "precision", "size", "max abs err", "max rel err", "parity"):
@@ -64,7 +65,6 @@ def convert_cli(
         render_artifacts(report, out_dir)
     if not report.ok:
         failed = [a["name"] for a in report.artifacts if a.get("checks", {}).get("passed") is False]
-        from mdeploy.passes.core.errors import CheckFailed
 
         raise CheckFailed(f"parity check failed for {', '.join(failed)}",
                           "see max_abs_error in report.json; a converter changed the numbers beyond --tolerance")

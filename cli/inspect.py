@@ -6,6 +6,7 @@ from typing import Any
 from rich.table import Table
 
 from mdeploy.cli._common import JsonOpt, ModelArg, emit_json, stdout
+from mdeploy.cli._format import human_bytes
 from mdeploy.passes.workflows.inspect import inspect_model
 
 
@@ -14,7 +15,6 @@ def _shape(shape: list) -> str:
 
 
 def render(info: dict[str, Any]) -> None:
-    from mdeploy.cli._format import human_bytes
 
     head = f"[bold]{info['path']}[/]  {info['format']}"
     if info.get("opset"):

@@ -23,6 +23,9 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.passes.core.errors import CheckFailed
+from mdeploy.passes.report.render import to_table
+from mdeploy.passes.workflows.optimize import gate_ok, optimize
+from mdeploy.passes.workflows.recipe import Recipe, load_recipe
 
 
 def optimize_cli(
@@ -49,8 +52,6 @@ def optimize_cli(
     force: ForceOpt = False,
 ) -> None:
     """Convert, simplify, quantize (and prune), validate, bench and report, in one verified pipeline."""
-    from mdeploy.passes.workflows.optimize import gate_ok, optimize
-    from mdeploy.passes.workflows.recipe import Recipe, load_recipe
 
     overrides = {"target": target, "calibration": calibration, "validation": validation, "prune.sparsity": sparsity,
                  "validate.max_accuracy_drop": max_accuracy_drop, "jobs": jobs,
@@ -74,7 +75,6 @@ def optimize_cli(
     if json_out:
         emit_json(report.to_dict())
     else:
-        from mdeploy.passes.report.render import to_table
 
         for w in report.warnings:
             warn(w)

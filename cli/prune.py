@@ -16,13 +16,13 @@ from mdeploy.cli._common import (
     stdout,
     warn,
 )
+from mdeploy.cli._format import human_bytes
 from mdeploy.passes.workflows.prune import prune
 
 
 def render_pruning(record: dict[str, Any], out_dir: Path) -> None:
     from rich.table import Table
 
-    from mdeploy.cli._format import human_bytes
 
     p = record["pruning"]
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from mdeploy.calibration.images import image_options
 from mdeploy.cli._common import (
     ForceOpt,
     ImageColorOpt,
@@ -26,6 +27,7 @@ from mdeploy.cli._common import (
     stdout,
     warn,
 )
+from mdeploy.cli._format import fmt_float, human_bytes
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.workflows.quantize import DEFAULT_SAMPLES, quantize
 
@@ -33,7 +35,6 @@ from mdeploy.passes.workflows.quantize import DEFAULT_SAMPLES, quantize
 def render_quality(report: Report, out_dir: Path, names: list[str]) -> None:
     from rich.table import Table
 
-    from mdeploy.cli._format import fmt_float, human_bytes
 
     table = Table(title=f"mdeploy quantize: {report.source.get('path')}")
     for col in ("artifact", "precision", "size", "size ratio", "top-1 agree", "max abs err", "SQNR dB", "accuracy", "drop"):
@@ -81,7 +82,6 @@ def quantize_cli(
     force: ForceOpt = False,
 ) -> None:
     """Quantize a model to int8, dynamic-range int8 or fp16 for ONNX Runtime or LiteRT, and measure what it costs."""
-    from mdeploy.calibration.images import image_options
 
     image = image_options(image_size, image_scale or "1/255", image_mean, image_std, image_layout or "auto",
                           image_color or "auto")

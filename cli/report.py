@@ -8,6 +8,9 @@ import typer
 
 from mdeploy.cli._common import ForceOpt, stderr, stdout
 from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import ensure_writable, write_text_atomic
+from mdeploy.passes.report import render as report_render
+from mdeploy.passes.report.model import Report
 
 FORMATS = ("table", "json", "markdown", "html")
 
@@ -23,8 +26,6 @@ def wide_console():
 
 def render_report(out_dir: Path, format: str = "table") -> str | object:
     """The rendering of OUTDIR's report: a str (json, markdown, html) or a rich Table (table)."""
-    from mdeploy.passes.report import render as report_render
-    from mdeploy.passes.report.model import Report
 
     if format not in FORMATS:
         raise BadInput(f"unknown report format '{format}'", f"choose one of {', '.join(FORMATS)}")
@@ -47,7 +48,6 @@ def report_cli(
     force: ForceOpt = False,
 ) -> None:
     """Compare every artifact in OUTDIR: size, latency, accuracy and check status, with the best per target marked."""
-    from mdeploy.passes.core.fsio import ensure_writable, write_text_atomic
 
     if output is not None:
         ensure_writable(output, force)

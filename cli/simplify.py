@@ -18,6 +18,7 @@ from mdeploy.cli._common import (
     stdout,
     warn,
 )
+from mdeploy.cli._format import human_bytes
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.workflows.simplify import parse_input_shapes, simplify
 
@@ -25,7 +26,6 @@ from mdeploy.passes.workflows.simplify import parse_input_shapes, simplify
 def render_summary(report: Report, out: Path) -> None:
     from rich.table import Table
 
-    from mdeploy.cli._format import human_bytes
 
     summary = report.artifact("onnx-simplified")["simplify"]
     before, after = summary["before"], summary["after"]

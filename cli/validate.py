@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mdeploy.cli._common import JsonOpt, emit_json, progress, stderr, stdout
+from mdeploy.cli._format import fmt_float
 from mdeploy.passes.checks.validate import Thresholds, ValidationResult
 from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.workflows.validate import validate_models
@@ -20,7 +21,6 @@ def render(result: ValidationResult) -> None:
     """Metrics down, candidates across: stays readable in 80 columns with a handful of candidates."""
     from rich.table import Table
 
-    from mdeploy.cli._format import fmt_float
 
     table = Table(title=f"validate: {len(result.candidates)} candidate(s) against {result.reference}\n"
                         f"on {result.data} ({result.samples} samples)")

@@ -8,6 +8,7 @@ import typer
 
 from mdeploy.cli._common import JsonOpt, OutDirOpt, emit_json, stderr, stdout
 from mdeploy.passes.core.errors import CheckFailed
+from mdeploy.passes.report.zoo_summary import SUMMARY_COLUMNS, summary_rows
 from mdeploy.passes.workflows.zoo import zoo, zoo_merge
 
 
@@ -26,7 +27,6 @@ def _stage_table(stage: dict[str, str]):
 def render_summary(data: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from mdeploy.passes.workflows.zoo_manifest import SUMMARY_COLUMNS, summary_rows
 
     table = Table(title="zoo summary")
     for c in SUMMARY_COLUMNS:

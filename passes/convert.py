@@ -13,6 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from mdeploy.passes.backends.runtimes import (
+    litert_interpreter,
+    load_keras_model,
+    load_runner,
+    load_savedmodel,
+    onnx_session,
+    savedmodel_signature,
+)
+from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import PassFailed, first_line
 from mdeploy.passes.core.fsio import atomic_output
@@ -26,13 +35,11 @@ STANDARD_ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
 def serving_function(artifact: Artifact):
     """(tf.function with a named input signature returning {output name: tensor}, object keeping it alive)."""
-    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
     out_names = [o.name for o in artifact.outputs]
     if artifact.format == "keras":
-        from mdeploy.passes.backends.runtimes import load_keras_model
 
         model = load_keras_model(artifact.path)
         module = tf.Module()
@@ -47,7 +54,6 @@ def serving_function(artifact: Artifact):
                 result = [result]
             return {n: tf.identity(r, name=n) for n, r in zip(out_names, result)}
     else:
-        from mdeploy.passes.backends.runtimes import load_savedmodel, savedmodel_signature
 
         module = load_savedmodel(artifact.path)
         fn, _, _ = savedmodel_signature(module)
@@ -81,7 +87,6 @@ class ToSavedModel:
         return Path(ctx.out_dir) / "savedmodel" / self.model_name / str(self.version)
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-        from mdeploy.passes.backends.tf_env import import_tf
 
         tf = import_tf()
         serve, module = serving_function(artifact)
@@ -104,7 +109,6 @@ def _onnx_problem(model_proto, path: Path) -> str | None:
                       or (n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type))})
     if unknown:
         return "unsupported op(s) left unconverted: " + ", ".join(unknown)
-    from mdeploy.passes.backends.runtimes import onnx_session
 
     try:
         onnx_session(path)
@@ -152,7 +156,6 @@ class ToOnnx:
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
         import onnx
 
-        from mdeploy.passes.backends.tf_env import import_tf
 
         import_tf()
         import tf2onnx
@@ -192,8 +195,6 @@ class ToOnnx:
         yield "concrete-function", lambda: tf2onnx.convert.from_function(
             serve, input_signature=serve.input_signature, opset=self.opset)[0]
         if artifact.format == "keras":
-            from mdeploy.passes.backends.runtimes import load_keras_model
-            from mdeploy.passes.backends.tf_env import import_tf
 
             tf = import_tf()
             specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
@@ -203,7 +204,6 @@ class ToOnnx:
 
     def _from_tflite(self, artifact: Artifact, tf2onnx):
         """tf2onnx names TFLite tensors by their internal names; give them the signature's names back."""
-        from mdeploy.passes.backends.runtimes import litert_interpreter
 
         interp = litert_interpreter(artifact.path)
         renames: dict[str, str] = {}
@@ -232,7 +232,6 @@ def savedmodel_for_tflite(artifact: Artifact, workdir: Path) -> Path:
     """The TFLite converter reads SavedModels best; write one from a Keras source when needed."""
     if artifact.format == "savedmodel":
         return Path(artifact.path)
-    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     serve, module = serving_function(artifact)
@@ -242,7 +241,6 @@ def savedmodel_for_tflite(artifact: Artifact, workdir: Path) -> Path:
 
 
 def tflite_converter(artifact: Artifact, workdir: Path):
-    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     return tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_for_tflite(artifact, workdir)),
@@ -254,8 +252,6 @@ def write_tflite(converter, final: Path, force: bool, verify=None) -> None:
 
     `verify(tmp_path)`, when given, runs after the load check and before publishing (quantize runs the model once).
     """
-    from mdeploy.passes.backends.runtimes import load_runner
-    from mdeploy.passes.backends.tf_env import quiet_native_stderr
 
     try:
         with quiet_native_stderr():  # the converter's C++ prints its quantization settings on fd 2

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mdeploy.calibration.sources import DataSpec
+from mdeploy.calibration.batches import LABELS, collect
+from mdeploy.calibration.sources import DataSpec, open_source
 from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
+from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.checks.parity import parity_check
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
-from mdeploy.passes.core.errors import PassFailed
+from mdeploy.passes.core.errors import BadInput, PassFailed
 from mdeploy.passes.core.fsio import atomic_output
 from mdeploy.passes.core.pipeline import Context, pass_params
 
@@ -66,7 +69,6 @@ class Simplify:
         names = {t.name for t in artifact.inputs}
         for name, _ in self.input_shapes:
             if name not in names:
-                from mdeploy.passes.core.errors import BadInput
 
                 raise BadInput(f"--input-shape names '{name}', which is not an input (inputs: {', '.join(sorted(names))})",
                                "spell it NAME:D1,D2,... with a name from `mdeploy inspect MODEL`")
@@ -110,7 +112,6 @@ class Simplify:
         return simplified
 
     def _check_feeds(self, artifact: Artifact, ctx: Context) -> dict:
-        from mdeploy.calibration.sources import LABELS, collect, open_source
 
         pinned = dict(self.input_shapes)
         specs = tuple(TensorSpec(t.name, tuple(pinned[t.name]), t.dtype) if t.name in pinned else t for t in artifact.inputs)
@@ -125,8 +126,6 @@ class Simplify:
 
     def _check(self, artifact: Artifact, candidate: Path, feeds: dict) -> str | None:
         """Why the candidate is not a faithful simplification, or None. Runs both models on ONNX Runtime."""
-        from mdeploy.passes.backends.runtimes import load_runner, run_batched
-        from mdeploy.passes.checks.parity import parity_check
 
         inputs, _ = onnx_signature(load_onnx_model(candidate, load_external_data=False))
         pinned = {n for n, _ in self.input_shapes}

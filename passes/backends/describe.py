@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from mdeploy.passes.backends.load import load_onnx_model, open_artifact
+from mdeploy.passes.backends.runtimes import litert_interpreter, load_keras_model, load_savedmodel
+from mdeploy.passes.backends.tf_env import import_tf
 from mdeploy.passes.core.artifact import Artifact, path_size
 
 
@@ -28,7 +30,6 @@ _BIASED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D"}
 
 
 def _tflite_facts(path: Path) -> dict[str, Any]:
-    from mdeploy.passes.backends.runtimes import litert_interpreter
 
     interp = litert_interpreter(path)
     try:
@@ -54,7 +55,6 @@ def _tflite_facts(path: Path) -> dict[str, Any]:
 
 
 def _keras_facts(path: Path) -> dict[str, Any]:
-    from mdeploy.passes.backends.runtimes import load_keras_model
 
     model = load_keras_model(path)
     ops = Counter(type(layer).__name__ for layer in model.layers)
@@ -62,8 +62,6 @@ def _keras_facts(path: Path) -> dict[str, Any]:
 
 
 def _savedmodel_facts(path: Path) -> dict[str, Any]:
-    from mdeploy.passes.backends.runtimes import load_savedmodel
-    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     loaded = load_savedmodel(path)

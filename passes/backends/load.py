@@ -6,6 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mdeploy.passes.backends.runtimes import (
+    keras_signature,
+    litert_interpreter,
+    load_keras_model,
+    load_savedmodel,
+    savedmodel_signature,
+    tflite_signature,
+)
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, detect_format
 from mdeploy.passes.core.errors import BadInput
 
@@ -42,15 +50,12 @@ def open_artifact(path: Path | str) -> Artifact:
     if fmt == "onnx":
         inputs, outputs = onnx_signature(load_onnx_model(real, load_external_data=False))
     elif fmt == "tflite":
-        from mdeploy.passes.backends.runtimes import litert_interpreter, tflite_signature
 
         _, inputs, outputs = tflite_signature(litert_interpreter(real))
     elif fmt == "keras":
-        from mdeploy.passes.backends.runtimes import keras_signature, load_keras_model
 
         inputs, outputs = keras_signature(load_keras_model(real))
     else:
-        from mdeploy.passes.backends.runtimes import load_savedmodel, savedmodel_signature
 
         _, inputs, outputs = savedmodel_signature(load_savedmodel(real))
     return Artifact(format=fmt, path=real, inputs=inputs, outputs=outputs, name="source",

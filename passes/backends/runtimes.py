@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mdeploy.passes.backends.tf_env import import_keras, import_tf, quiet_native_stderr
 from mdeploy.passes.core.artifact import TensorSpec
 from mdeploy.passes.core.errors import BadInput, first_line
 
@@ -52,7 +53,6 @@ def set_keras_safe_mode(safe: bool) -> None:
 
 
 def load_keras_model(path: Path):
-    from mdeploy.passes.backends.tf_env import import_keras
 
     keras = import_keras()
     try:
@@ -92,7 +92,6 @@ def keras_output_names(model) -> list[str]:
 
 def _keras_runner(path: Path, threads: int | None) -> Runner:
     _tf_threads(threads)
-    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     model = load_keras_model(path)
@@ -113,7 +112,6 @@ def _keras_runner(path: Path, threads: int | None) -> Runner:
 
 
 def load_savedmodel(path: Path):
-    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     try:
@@ -137,7 +135,6 @@ def savedmodel_signature(loaded) -> tuple[object, tuple[TensorSpec, ...], tuple[
 
 def _savedmodel_runner(path: Path, threads: int | None) -> Runner:
     _tf_threads(threads)
-    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     loaded = load_savedmodel(path)
@@ -154,7 +151,6 @@ def _savedmodel_runner(path: Path, threads: int | None) -> Runner:
 def _tf_threads(threads: int | None) -> None:
     if not threads:
         return
-    from mdeploy.passes.backends.tf_env import import_tf
 
     tf = import_tf()
     try:
@@ -211,7 +207,6 @@ def _onnx_runner(path: Path, threads: int | None) -> Runner:
 def litert_interpreter(path: Path, threads: int | None = None):
     from ai_edge_litert.interpreter import Interpreter
 
-    from mdeploy.passes.backends.tf_env import quiet_native_stderr
 
     try:
         with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
@@ -268,7 +263,6 @@ def tflite_signature(interp) -> tuple[str | None, tuple[TensorSpec, ...], tuple[
 
 
 def _tflite_runner(path: Path, threads: int | None) -> Runner:
-    from mdeploy.passes.backends.tf_env import quiet_native_stderr
 
     interp = litert_interpreter(path, threads)
     key, inputs, outputs = tflite_signature(interp)

@@ -18,6 +18,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from mdeploy.calibration.sources import RandomSource
+from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.backends.tf_env import import_tf
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
 
@@ -86,7 +89,6 @@ def bench(artifact: Artifact, batch: int = 1, threads: int | None = None, warmup
 
 
 def _feeds(inputs, batch: int):
-    from mdeploy.calibration.sources import RandomSource
 
     return next(iter(RandomSource(inputs, samples=batch, batch_size=batch, seed=0)))
 
@@ -94,7 +96,6 @@ def _feeds(inputs, batch: int):
 def _import_runtime(fmt: str) -> None:
     # Importing the runtime library is not loading the model: keep it out of load_seconds.
     if fmt in ("keras", "savedmodel"):
-        from mdeploy.passes.backends.tf_env import import_tf
 
         import_tf()
     elif fmt == "onnx":
@@ -107,7 +108,6 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     """The measurement itself, run inside the subprocess."""
     import numpy as np
 
-    from mdeploy.passes.backends.runtimes import load_runner
 
     baseline = _rss_bytes()
     _import_runtime(job["format"])

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mdeploy.calibration import LABELS, collect, open_source
 from mdeploy.passes.backends.runtimes import load_runner, run_batched
 from mdeploy.passes.checks.compare import compare_outputs, worst
 from mdeploy.passes.core.artifact import Artifact
@@ -19,7 +20,6 @@ PARITY_SAMPLES = 8
 
 def parity_feeds(source: Artifact, data: str | None, seed: int = 0, samples: int = PARITY_SAMPLES) -> tuple[dict[str, np.ndarray], str]:
     """The inputs parity runs on: `data` when given, else generated from the signature with a fixed seed."""
-    from mdeploy.calibration import LABELS, collect, open_source
 
     source_spec = data if data else "random"
     src = open_source(source_spec, source.inputs, samples=samples, seed=seed)

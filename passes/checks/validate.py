@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.passes.checks.compare import accuracy, compare_outputs, is_classifier_output, match_outputs
+from mdeploy.calibration import LABELS
+from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.checks.compare import accuracy, compare_outputs, is_classifier_output, match_outputs, worst
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.core.errors import BadInput, first_line
 
@@ -81,7 +83,6 @@ class CandidateResult:
 
     def summary(self) -> dict[str, float | int]:
         """Each metric's worst value over the outputs (max for errors and counts, min for similarities)."""
-        from mdeploy.passes.checks.compare import worst
 
         out = {}
         for m in SUMMARY_METRICS:
@@ -199,7 +200,6 @@ def _restore_layout(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> 
 
 def _run(runner, feeds: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
     """One batch through run_batched (which honours a static batch size); runtime refusals become BadInput."""
-    from mdeploy.passes.backends.runtimes import run_batched
 
     try:
         return run_batched(runner, feeds, batch_size=len(next(iter(feeds.values()))))
@@ -250,8 +250,6 @@ def validate(reference: Artifact, candidates: list[Artifact], source, thresholds
     so data that does not fit the model raises BadInput on the first batch. Labels, when present, give
     accuracy and its drop. Raises BadInput when a candidate's inputs or outputs do not match the reference's.
     """
-    from mdeploy.calibration import LABELS
-    from mdeploy.passes.backends.runtimes import load_runner
 
     if not candidates:
         raise BadInput("no candidate to validate", "pass at least one CANDIDATE model after the REFERENCE")

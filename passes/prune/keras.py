@@ -15,11 +15,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mdeploy.calibration import LABELS, collect, open_source
+from mdeploy.passes.backends.runtimes import load_keras_model
+from mdeploy.passes.backends.tf_env import import_keras
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import atomic_output, ensure_writable
 from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.prune.masks import check_sparsity, choose_weights, masks_for, polynomial_sparsity, schedule_updates
+from mdeploy.passes.prune.summary import compressed_size, pruning_summary
 
 
 @dataclass
@@ -56,7 +60,6 @@ def _kernel_names(layer, keras) -> list[tuple[str, int | None]]:
 
 def prunable_weights(model) -> list[KerasWeight]:
     """Every float kernel of a prunable layer, in layer order, descending into nested models."""
-    from mdeploy.passes.backends.tf_env import import_keras
 
     keras = import_keras()
     found: list[KerasWeight] = []
@@ -151,8 +154,6 @@ class PruneKeras:
         return Path(ctx.out_dir) / "keras" / self.file_name
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-        from mdeploy.passes.backends.runtimes import load_keras_model
-        from mdeploy.passes.prune import compressed_size, pruning_summary
 
         check_sparsity(self.initial_sparsity, "--initial-sparsity")
         final = self.output_path(ctx)
@@ -208,8 +209,6 @@ class PruneKeras:
 
     def _fine_tune(self, model, artifact: Artifact, selected: list[KerasWeight], target: float,
                    pattern: tuple[int, int] | None, ctx: Context) -> dict[str, Any]:
-        from mdeploy.calibration import LABELS, collect, open_source
-        from mdeploy.passes.backends.tf_env import import_keras
 
         keras = import_keras()
         data = collect(open_source(self.fine_tune, artifact.inputs, batch_size=self.batch_size))

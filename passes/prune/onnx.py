@@ -11,11 +11,14 @@ from typing import ClassVar
 
 import numpy as np
 
+from mdeploy.passes.backends.load import load_onnx_model
+from mdeploy.passes.backends.runtimes import onnx_session
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import atomic_output, ensure_writable
 from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.prune.masks import choose_weights, masks_for
+from mdeploy.passes.prune.summary import compressed_size, pruning_summary
 
 _FLOAT_TYPES = {1, 10, 11}  # FLOAT, FLOAT16, DOUBLE
 
@@ -91,9 +94,6 @@ class PruneOnnx:
         import onnx
         from onnx import numpy_helper
 
-        from mdeploy.passes.backends.load import load_onnx_model
-        from mdeploy.passes.backends.runtimes import onnx_session
-        from mdeploy.passes.prune import compressed_size, pruning_summary
 
         final = self.output_path(ctx)
         ensure_writable(final, ctx.force)

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.calibration.sources import LABELS, CalibrationSource, DataSpec, collect, open_source
+from mdeploy.calibration.batches import LABELS, CalibrationSource, collect
+from mdeploy.calibration.sources import DataSpec, open_source
 from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.checks.validate import Thresholds, validate
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput, PassFailed
 
@@ -68,7 +70,6 @@ def quantization_quality(parent: Artifact, quantized: Artifact, heldout: Calibra
     Returns size_ratio, top1_agreement (classifier-shaped outputs), max/mean abs error, sqnr_db (the worst output),
     and accuracy / parent_accuracy / accuracy_drop (fractions) when the data carries labels.
     """
-    from mdeploy.passes.checks.validate import Thresholds, validate
 
     result = validate(parent, [quantized], heldout, Thresholds(max_accuracy_drop=None, min_agreement=None))
     c = result.candidates[0]

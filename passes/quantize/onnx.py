@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from mdeploy.calibration.adapters import OrtCalibrationReader
 from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
 from mdeploy.passes.core.artifact import Artifact
@@ -136,7 +137,6 @@ class QuantizeOnnx:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from mdeploy.calibration.adapters import OrtCalibrationReader
 
         calibration = require_calibration(self.mode, self.calibration, self.name)
         pre = work / "preprocessed.onnx"

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from mdeploy.calibration.adapters import representative_dataset
 from mdeploy.calibration.sources import DataSpec
+from mdeploy.passes.backends.runtimes import litert_interpreter, tflite_signature
+from mdeploy.passes.backends.tf_env import import_tf
+from mdeploy.passes.convert import tflite_converter, write_tflite
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.pipeline import Context, pass_params
@@ -52,8 +56,6 @@ class QuantizeTflite:
         return Path(ctx.out_dir) / "tflite" / (self.file_name or quantized_file_name(self.mode, ".tflite"))
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-        from mdeploy.passes.backends.tf_env import import_tf
-        from mdeploy.passes.convert import tflite_converter, write_tflite
 
         tf = import_tf()
         final = self.output_path(ctx)
@@ -64,7 +66,6 @@ class QuantizeTflite:
             if self.mode == "fp16":
                 converter.target_spec.supported_types = [tf.float16]
             elif self.mode == "int8":
-                from mdeploy.calibration.adapters import representative_dataset
 
                 calibration = require_calibration(self.mode, self.calibration, self.name)
                 converter.representative_dataset = representative_dataset(
@@ -76,7 +77,6 @@ class QuantizeTflite:
             write_tflite(converter, final, ctx.force, verify=lambda tmp: run_once(tmp, "tflite", artifact, self.calibration))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        from mdeploy.passes.backends.runtimes import litert_interpreter, tflite_signature
 
         derived = artifact.derive(format="tflite", path=final, name=f"tflite-{self.mode}", precision=PRECISION[self.mode],
                                   produced_by={"pass": self.name, "params": pass_params(self)}, io=self.io,

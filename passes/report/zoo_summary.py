@@ -1,14 +1,15 @@
 """The zoo summary: one row per model (its best passing artifact per target), as JSON, Markdown and HTML, and shard merging."""
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from mdeploy.passes.core.artifact import content_hash
-from mdeploy.passes.core.errors import BadInput
 
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import write_text_atomic
+from mdeploy.passes.core.pipeline import MDEPLOY_VERSION
+from mdeploy.passes.report.model import Report
+from mdeploy.passes.report.render import comparison_rows, human_bytes
 
 SUMMARY_NAME = "zoo-summary.json"
 
@@ -16,8 +17,6 @@ SUMMARY_NAME = "zoo-summary.json"
 def model_summary(name: str, report: dict[str, Any] | None, status: str, seconds: float, reason: str = "",
                   cached: bool = False) -> dict[str, Any]:
     """One zoo row: the best passing artifact per target, as the model's own report marks it."""
-    from mdeploy.passes.report.model import Report
-    from mdeploy.passes.report.render import comparison_rows
 
     row: dict[str, Any] = {"name": name, "status": status, "seconds": round(seconds, 2), "reason": reason,
                            "cached": cached, "best": {}}
@@ -34,8 +33,6 @@ def model_summary(name: str, report: dict[str, Any] | None, status: str, seconds
 
 
 def write_summary(out_dir: Path, rows: list[dict[str, Any]], shard_spec: tuple[int, int] | None = None) -> Path:
-    from mdeploy.passes.core.fsio import write_text_atomic
-    from mdeploy.passes.core.pipeline import MDEPLOY_VERSION
 
     data = {"mdeploy_version": MDEPLOY_VERSION, "shard": list(shard_spec) if shard_spec else None,
             "models": sorted(rows, key=lambda r: r["name"]),
@@ -66,7 +63,6 @@ def merge_summaries(paths: list[Path]) -> list[dict[str, Any]]:
 def _cell(best: dict[str, Any] | None) -> tuple[str, str, str, str]:
     if not best:
         return ("-", "-", "-", "-")
-    from mdeploy.passes.report.render import human_bytes
 
     speed = f"{best['speedup']:.2f}x" if best.get("speedup") else "-"
     drop = f"{best['accuracy_drop'] * 100:.2f} pp" if isinstance(best.get("accuracy_drop"), (int, float)) else "-"

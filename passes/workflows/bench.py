@@ -5,14 +5,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.checks.bench import bench
+from mdeploy.passes.report.model import Report
+from mdeploy.passes.report.update import add_bench, find_record
+
 
 def bench_models(models: list[Path], *, batch: int = 1, threads: int | None = None, warmup: int = 10, runs: int = 100,
                  out_dir: Path | None = None, on_stage=None) -> list[dict[str, Any]]:
     """Benchmark each model in its own subprocess; with `out_dir`, add each result to its report.json."""
-    from mdeploy.passes.backends.load import open_artifact
-    from mdeploy.passes.checks.bench import bench
-    from mdeploy.passes.report.model import Report
-    from mdeploy.passes.report.update import add_bench, find_record
 
     report = Report.load(out_dir) if out_dir is not None else None
     artifacts = []

@@ -4,9 +4,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.checks.parity import PARITY_TOLERANCE, parity_check, parity_feeds
+from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.report.model import Report
+from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.pipeline import Context, run_pass
+from mdeploy.passes.report.model import Report, artifact_record
 
 CONVERT_FORMATS = ("savedmodel", "onnx", "tflite")
 
@@ -21,7 +27,6 @@ def parse_targets(text: str) -> list[str]:
 
 def conversion_passes(source: Artifact, targets: list[str], *, name: str, opset: int) -> list:
     """The conversion pass for each target, refusing what makes no sense for this source."""
-    from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
 
     if source.format == "onnx":
         raise BadInput("the model is already ONNX: there is nothing to convert it to yet",
@@ -42,17 +47,6 @@ def planned_outputs(passes: list, out_dir: Path, name: str) -> list[Path]:
 def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None = None, name: str | None = None,
             data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None) -> Report:
     """Convert `model` to each target, check parity of each artifact against the source, and write report.json."""
-    from mdeploy.passes.backends.load import open_artifact
-    from mdeploy.passes.backends.runtimes import load_runner, run_batched
-    from mdeploy.passes.checks.parity import (
-        PARITY_TOLERANCE,
-        parity_check,
-        parity_feeds,
-    )
-    from mdeploy.passes.convert import DEFAULT_OPSET
-    from mdeploy.passes.core.fsio import ensure_writable
-    from mdeploy.passes.core.pipeline import Context, run_pass
-    from mdeploy.passes.report.model import artifact_record
 
     stage = on_stage or (lambda text: None)
     stage("loading the model")

@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mdeploy.passes.backends.describe import describe
+
 
 def inspect_model(model: Path) -> dict[str, Any]:
-    from mdeploy.passes.backends.describe import describe
 
     return describe(model)

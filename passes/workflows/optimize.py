@@ -13,6 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mdeploy.calibration import open_source
+from mdeploy.calibration.images import image_options as build
+from mdeploy.calibration.sources import DataSpec
+from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.checks.bench import bench
+from mdeploy.passes.checks.validate import Thresholds, validate
+from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import (
     DEPLOYMENT_TARGET,
     Artifact,
@@ -30,7 +37,15 @@ from mdeploy.passes.core.pipeline import (
     run_branches,
     run_plan,
 )
-from mdeploy.passes.workflows.recipe import Recipe
+from mdeploy.passes.prune import sparsity_survival
+from mdeploy.passes.prune.keras import PruneKeras
+from mdeploy.passes.quantize.onnx import QuantizeOnnx
+from mdeploy.passes.quantize.tflite import QuantizeTflite
+from mdeploy.passes.report.model import Report, artifact_record
+from mdeploy.passes.report.render import to_html, to_markdown
+from mdeploy.passes.report.update import add_bench, add_validation
+from mdeploy.passes.simplify import Simplify
+from mdeploy.passes.workflows.recipe import Recipe, default_jobs
 
 CACHE_DIR_NAME = ".mdeploy-cache"
 
@@ -70,7 +85,6 @@ def data_hash(spec: str | None) -> str | None:
 
 def open_source_model(path: Path, cache: ResultCache) -> Artifact:
     """open_artifact, with the signature cached by content so cached re-runs skip loading TensorFlow."""
-    from mdeploy.passes.backends.load import open_artifact
 
     fmt, real = detect_format(path)
     key = cache.key(kind="signature", sha=content_hash(real))
@@ -86,13 +100,11 @@ def open_source_model(path: Path, cache: ResultCache) -> Artifact:
 def image_options(recipe: Recipe):
     import dataclasses as dc
 
-    from mdeploy.calibration.images import image_options as build
 
     return build(**dc.asdict(recipe.images))
 
 
 def _calibration_spec(recipe: Recipe):
-    from mdeploy.calibration.sources import DataSpec
 
     if recipe.calibration is None:
         return None
@@ -102,7 +114,6 @@ def _calibration_spec(recipe: Recipe):
 def build_plan(source: Artifact, recipe: Recipe, name: str,
                warnings: list[str] | None = None) -> tuple[list[Node], dict[str, list[Node]]]:
     """(in-process prelude, parallel branches) for the recipe. The prelude prunes; branches convert and quantize."""
-    from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
 
     warnings = warnings if warnings is not None else []
     if source.format == "tflite":
@@ -114,7 +125,6 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
         if source.format != "keras":
             raise BadInput(f"optimize prunes Keras models; this one is {source.format}",
                            "prune the ONNX with `mdeploy prune`, or drop --sparsity")
-        from mdeploy.passes.prune.keras import PruneKeras
 
         p = recipe.prune
         prelude.append(Node("pruned", PruneKeras(sparsity=p.sparsity, scope=p.scope, exclude=p.exclude, pattern=p.pattern,
@@ -142,12 +152,10 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
             onnx_nodes.append(Node("onnx", ToOnnx(opset=recipe.opset), base))
             last = "onnx"
         if recipe.simplify:
-            from mdeploy.passes.simplify import Simplify
 
             onnx_nodes.append(Node("onnx-sim", Simplify(data=calibration), last))
             last = "onnx-sim"
         if q.onnx:
-            from mdeploy.passes.quantize.onnx import QuantizeOnnx
 
             for mode in q.onnx:
                 onnx_nodes.append(Node(f"onnx-{mode}", QuantizeOnnx(mode=mode, format=q.format, per_channel=q.per_channel,
@@ -163,7 +171,6 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
     if want_edge:
         tf_nodes.append(Node("tflite", ToTflite(), tflite_input))
         if q.tflite:
-            from mdeploy.passes.quantize.tflite import QuantizeTflite
 
             for mode in q.tflite:
                 tf_nodes.append(Node(f"tflite-{mode}", QuantizeTflite(mode=mode, io=q.io,
@@ -184,7 +191,6 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     The report's artifacts carry status "ok" or "rejected" (over the accuracy budget) or the step failures;
     `report.extra["gate"]` says which requested targets have a passing artifact.
     """
-    from mdeploy.passes.report.model import Report, artifact_record
 
     stage = on_stage or (lambda text: None)
     out_dir = Path(out_dir)
@@ -213,7 +219,6 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
         if "pruned" not in inputs:
             branches = {}
     produced: dict[str, Artifact] = {k: v for k, v in inputs.items() if k != "source"}
-    from mdeploy.passes.workflows.recipe import default_jobs
 
     jobs = recipe.jobs if recipe.jobs is not None else default_jobs()
     for res in run_branches(branches, inputs, ctx, jobs=jobs).values():
@@ -235,7 +240,6 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
         record = artifact_record(a, out_dir)
         record["target"] = DEPLOYMENT_TARGET.get(a.format)
         if "pruned" in produced and a.precision != "float32":
-            from mdeploy.passes.prune import sparsity_survival
 
             record["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
             record["sparsity"] = survival["sparsity_after"]
@@ -252,8 +256,6 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
 
 def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,
               stage) -> None:
-    from mdeploy.passes.checks.validate import Thresholds, validate
-    from mdeploy.passes.report.update import add_validation
 
     candidates = [a for a in artifacts if a.format in ("onnx", "savedmodel", "tflite", "keras")]
     if not candidates:
@@ -273,7 +275,6 @@ def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recip
     cached = results.get(key)
     stage("validating " + ", ".join(a.name for a in candidates))
     if cached is None:
-        from mdeploy.calibration import open_source
 
         data = open_source(spec, source.inputs, samples=300 if spec == "random" else None, image=image_options(recipe))
         result = validate(source, candidates, data, thresholds).to_dict()
@@ -292,8 +293,6 @@ def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recip
 
 def _bench(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,
            stage) -> None:
-    from mdeploy.passes.checks.bench import bench
-    from mdeploy.passes.report.update import add_bench
 
     b = recipe.bench
     for a in [source, *[x for x in artifacts if x.format != "keras"]]:
@@ -329,7 +328,6 @@ def gate_ok(report) -> bool:
 
 
 def save_all(report, out_dir: Path) -> None:
-    from mdeploy.passes.report.render import to_html, to_markdown
 
     report.save(out_dir)
     write_text_atomic(out_dir / "report.md", to_markdown(report))

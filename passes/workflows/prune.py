@@ -4,15 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mdeploy.calibration import LABELS, collect, open_source
+from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.checks.compare import accuracy, is_classifier_output
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.report.model import Report
+from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.pipeline import Context, run_pass
+from mdeploy.passes.prune import pruning_pass
+from mdeploy.passes.prune.masks import check_sparsity, parse_pattern
+from mdeploy.passes.report.model import Report, artifact_record
 
 
 def labelled_accuracy(artifact, data: str) -> float | None:
     """Top-1 accuracy of `artifact` on labelled data, through the runtime table; None when the output is not a classifier's."""
-    from mdeploy.calibration import LABELS, collect, open_source
-    from mdeploy.passes.backends.runtimes import load_runner, run_batched
-    from mdeploy.passes.checks.compare import accuracy, is_classifier_output
 
     batch = collect(open_source(data, artifact.inputs))
     labels = batch.pop(LABELS)
@@ -28,13 +33,6 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
           data: str | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
     """Prune `model` into OUTDIR (keras/model.pruned.keras or onnx/model.pruned.onnx) and add its record, with a
     `pruning` section, to OUTDIR/report.json. With labelled `data`, accuracy is measured before and after."""
-    from mdeploy.calibration import open_source
-    from mdeploy.passes.backends.load import open_artifact
-    from mdeploy.passes.core.fsio import ensure_writable
-    from mdeploy.passes.core.pipeline import Context, run_pass
-    from mdeploy.passes.prune import pruning_pass
-    from mdeploy.passes.prune.masks import check_sparsity, parse_pattern
-    from mdeploy.passes.report.model import artifact_record
 
     stage = on_stage or (lambda text: None)
     nm = parse_pattern(pattern)

@@ -5,9 +5,19 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.core.artifact import Artifact
+from mdeploy.calibration.batches import batch_size_of
+from mdeploy.calibration.sources import DataSpec
+from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.report.model import Report
+from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.pipeline import Context, run_pass
+from mdeploy.passes.prune import measure_sparsity, sparsity_survival
+from mdeploy.passes.quantize import MODES, quantization_quality
+from mdeploy.passes.quantize.onnx import QuantizeOnnx
+from mdeploy.passes.quantize.tflite import QuantizeTflite
+from mdeploy.passes.report.model import Report, artifact_record
+from mdeploy.passes.workflows.convert import convert
 
 QUANTIZE_FORMATS = ("onnx", "tflite")
 
@@ -34,7 +44,6 @@ class DataPlan:
 def plan_data(inputs, mode: str, calibration: str | None, validation: str | None, samples: int, *,
               image=None, batch_size: int = 32, seed: int = 0) -> DataPlan:
     """Open and read through the data once: shape/dtype/NaN errors surface here, before anything is written."""
-    from mdeploy.calibration.sources import DataSpec, batch_size_of
 
     if samples < 1:
         raise BadInput(f"--samples {samples}: need at least one", "pass --samples N with N >= 1")
@@ -87,8 +96,6 @@ def plan_data(inputs, mode: str, calibration: str | None, validation: str | None
 
 def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset: int | None, force: bool, on_stage) -> Artifact:
     """The float artifact in the target format: the source itself, one a previous run left in OUTDIR, or a fresh conversion."""
-    from mdeploy.passes.core.artifact import TensorSpec, content_hash
-    from mdeploy.passes.workflows.convert import convert
 
     if source.format == to:
         return source
@@ -109,13 +116,11 @@ def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset
 def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
                       exclude: tuple[str, ...], io: str, activations: str = "uint8"):
     if to == "onnx":
-        from mdeploy.passes.quantize.onnx import QuantizeOnnx
 
         if io != "float":
             raise BadInput("--io applies to --to tflite only", "ONNX int8 models keep float inputs and outputs (QDQ)")
         return QuantizeOnnx(mode=mode, format=format, per_channel=per_channel, method=method, exclude=exclude,
                             calibration=calibration, activations=activations)
-    from mdeploy.passes.quantize.tflite import QuantizeTflite
 
     if exclude or format != "qdq" or method != "minmax" or not per_channel or activations != "uint8":
         raise BadInput("--exclude, --format, --method, --per-tensor and --activations apply to --to onnx only",
@@ -130,7 +135,6 @@ def sparsity_kept(source, quantized) -> dict | None:
     """For a pruned source (keras/onnx), whether its zero weights survived quantization; else None."""
     if source.format not in ("keras", "onnx"):
         return None
-    from mdeploy.passes.prune import measure_sparsity, sparsity_survival
 
     if measure_sparsity(source)["sparsity"] < SPARSE_ENOUGH:
         return None
@@ -143,11 +147,6 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
              image=None, batch_size: int = 32,
              opset: int | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
     """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
-    from mdeploy.passes.backends.load import open_artifact
-    from mdeploy.passes.core.fsio import ensure_writable
-    from mdeploy.passes.core.pipeline import Context, run_pass
-    from mdeploy.passes.quantize import MODES, quantization_quality
-    from mdeploy.passes.report.model import artifact_record
 
     stage = on_stage or (lambda text: None)
     if to not in QUANTIZE_FORMATS:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mdeploy.calibration.images import image_options
 from mdeploy.passes.core.errors import BadInput
 
 DEPLOYMENT_CHOICES = ("cloud", "edge", "all")
@@ -140,7 +141,6 @@ def check(recipe: Recipe) -> Recipe:
             raise BadInput(f"recipe key 'quantize.{fmt}' has unknown mode(s) {', '.join(bad)}", f"modes: {', '.join(QUANT_MODES)}")
     if not 0.0 <= recipe.prune.sparsity < 1.0:
         raise BadInput(f"sparsity must be in [0, 1), got {recipe.prune.sparsity}", "pass e.g. --sparsity 0.5")
-    from mdeploy.calibration.images import image_options
 
     image_options(**dataclasses.asdict(recipe.images))  # bad sizes, layouts or colours fail before any work
     if recipe.jobs is not None and recipe.jobs < 1:

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mdeploy.calibration.sources import DataSpec
+from mdeploy.passes.backends.load import open_artifact
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.report.model import REPORT_NAME, Report
+from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.pipeline import Context, run_pass
+from mdeploy.passes.report.model import REPORT_NAME, Report, artifact_record
+from mdeploy.passes.simplify import Simplify
 
 
 def parse_input_shapes(values: list[str] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -26,12 +31,6 @@ def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None =
              input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = (), force: bool = False, on_stage=None) -> Report:
     """Simplify `model` into `out`. The report (also saved beside OUT when that directory's report.json is free
     or describes the same model) holds the artifact with its `simplify` summary and the step, `skipped` on fallback."""
-    from mdeploy.calibration.sources import DataSpec
-    from mdeploy.passes.backends.load import open_artifact
-    from mdeploy.passes.core.fsio import ensure_writable
-    from mdeploy.passes.core.pipeline import Context, run_pass
-    from mdeploy.passes.report.model import artifact_record
-    from mdeploy.passes.simplify import Simplify
 
     stage = on_stage or (lambda text: None)
     model, out = Path(model), Path(out)

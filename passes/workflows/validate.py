@@ -4,8 +4,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from mdeploy.passes.checks.validate import Thresholds, ValidationResult
+from mdeploy.calibration import open_source
+from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.checks.validate import Thresholds, ValidationResult, validate
 from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.report.model import Report
+from mdeploy.passes.report.update import add_validation, find_record, record_name
 
 
 def validate_models(reference: Path, candidates: list[Path], data: str, thresholds: Thresholds = Thresholds(), *,
@@ -15,11 +19,6 @@ def validate_models(reference: Path, candidates: list[Path], data: str, threshol
 
     Candidates are named by their record in OUTDIR's report when they are in it, else by the path as given.
     """
-    from mdeploy.calibration import open_source
-    from mdeploy.passes.backends.load import open_artifact
-    from mdeploy.passes.checks.validate import validate
-    from mdeploy.passes.report.model import Report
-    from mdeploy.passes.report.update import add_validation, record_name
 
     if batch_size < 1 or (limit is not None and limit < 1):
         raise BadInput("--batch-size and --limit must be at least 1", "pass positive numbers")
@@ -51,7 +50,6 @@ def _precision(report, out_dir, path) -> dict:
     """The precision the report knows for an artifact (a file alone does not say it was quantized)."""
     if report is None:
         return {}
-    from mdeploy.passes.report.update import find_record
 
     entry = find_record(report, out_dir, path)
     return {"precision": entry["precision"]} if isinstance(entry, dict) and entry.get("precision") else {}

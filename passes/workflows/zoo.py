@@ -12,6 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mdeploy.passes.core.pipeline import MDEPLOY_VERSION
+from mdeploy.passes.report.zoo_summary import SUMMARY_NAME, merge_summaries, model_summary, write_summary
+from mdeploy.passes.workflows.zoo_manifest import load_manifest, parse_shard, shard
+
 KEY_FILE = ".zoo-key"
 
 
@@ -25,7 +29,6 @@ def _last_error(text: str) -> str:
 
 def run_model(model, out_dir: Path, version: str, stage: dict[str, str], timeout: float | None) -> dict[str, Any]:
     """Optimize one model in its own process, so a crash or out-of-memory cannot take the batch down."""
-    from mdeploy.passes.workflows.zoo_manifest import model_summary
 
     model_dir = out_dir / model.name
     key = model.cache_key(version)
@@ -92,14 +95,6 @@ def run_model(model, out_dir: Path, version: str, stage: dict[str, str], timeout
 def zoo(manifest: Path, out_dir: Path, *, jobs: int = 2, shard_spec: str | None = None, timeout: float | None = None,
         on_update=None) -> dict[str, Any]:
     """Run every (sharded) model of the manifest; write the zoo summary; return it."""
-    from mdeploy.passes.core.pipeline import MDEPLOY_VERSION
-    from mdeploy.passes.workflows.zoo_manifest import (
-        SUMMARY_NAME,
-        load_manifest,
-        parse_shard,
-        shard,
-        write_summary,
-    )
 
     spec = parse_shard(shard_spec)
     models = shard(load_manifest(manifest).models, spec)
@@ -121,11 +116,6 @@ def zoo(manifest: Path, out_dir: Path, *, jobs: int = 2, shard_spec: str | None 
 
 
 def zoo_merge(shard_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
-    from mdeploy.passes.workflows.zoo_manifest import (
-        SUMMARY_NAME,
-        merge_summaries,
-        write_summary,
-    )
 
     rows = merge_summaries(shard_dirs)
     write_summary(out_dir, rows)

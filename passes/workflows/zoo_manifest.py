@@ -12,6 +12,7 @@ from typing import Any
 
 from mdeploy.passes.core.artifact import content_hash
 from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.workflows.recipe import read_toml
 
 MODEL_KEYS = {"name", "path", "calibration", "validation", "recipe", "target", "sparsity"}
 DEFAULT_KEYS = MODEL_KEYS - {"name", "path"}
@@ -65,7 +66,6 @@ def _resolve(base: Path, value: Any, key: str) -> Any:
 
 def load_manifest(path: Path) -> Manifest:
     """Read a zoo manifest: [defaults] plus [[model]] tables; relative paths resolve against its folder."""
-    from mdeploy.passes.workflows.recipe import read_toml
 
     path = Path(path)
     data = read_toml(path, "manifest", "pass a TOML manifest with [[model]] entries")

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from mdeploy.calibration import LABELS, DataSpec, collect, count_samples, open_source
 from mdeploy.calibration.adapters import OrtCalibrationReader, calibration_stride, representative_dataset
+from mdeploy.calibration.batches import check_batch
 from mdeploy.calibration.images import ImageOptions
-from mdeploy.calibration.sources import check_batch
 from mdeploy.passes.core.artifact import TensorSpec
 from mdeploy.passes.core.errors import BadInput
 

@@ -96,7 +96,7 @@ def test_sharding_is_a_deterministic_partition(tmp_path):
 
 
 def test_zoo_merge_combines_shards(mdeploy, tmp_path):
-    from mdeploy.passes.workflows.zoo_manifest import write_summary
+    from mdeploy.passes.report.zoo_summary import write_summary
 
     a, b = tmp_path / "a", tmp_path / "b"
     write_summary(a, [{"name": "x", "status": "ok", "seconds": 1.0, "reason": "", "cached": False, "best": {}}], (1, 2))
