@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import importlib
+import importlib.machinery
+import importlib.util
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,6 +186,27 @@ def _numeric(row: list[str]) -> bool:
     return True
 
 
+def import_user_module(name: str):
+    """Import `name` from sys.path or, like `python -m`, from the working directory, without changing sys.path."""
+    top = name.split(".")[0]
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != top:
+            raise
+    spec = importlib.machinery.PathFinder.find_spec(top, [str(Path.cwd())])
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named '{top}' (looked in sys.path and {Path.cwd()})", name=top)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[top] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(top, None)
+        raise
+    return importlib.import_module(name)
+
+
 @dataclass
 class CallableSource:
     """`package.module:function`: imports the module and calls the function (this RUNS USER CODE).
@@ -199,10 +222,8 @@ class CallableSource:
 
     def __post_init__(self) -> None:
         module_name, func_name = self.spec.split(":")
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules beside the user are importable
         try:
-            module = importlib.import_module(module_name)
+            module = import_user_module(module_name)
         except ImportError as e:
             raise BadInput(f"{self.spec}: cannot import module '{module_name}' ({e})",
                            "check the module is importable from the current directory or PYTHONPATH") from e

@@ -4,16 +4,17 @@ Errors are mapped to `error:`/`hint:` lines and exit codes here, in one place.
 """
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
+from typer.exceptions import TyperException
 
 from mdeploy.cli import _common, bench, convert, inspect, optimize, prune, quantize, report, simplify, validate, zoo
-from mdeploy.passes.backends import tf_env
-from mdeploy.passes.backends.runtimes import set_keras_safe_mode
 from mdeploy.passes.core.errors import EXIT_BAD_INPUT, EXIT_PASS_FAILED, MdeployError, first_line
+from mdeploy.passes.core.logs import configure_logging
 
 app = typer.Typer(
     name="mdeploy",
@@ -43,14 +44,10 @@ def _root(
     version_: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (also accepted after the command).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let TensorFlow's own logging through (also after the command).")] = False,
-    unsafe_keras: Annotated[bool, typer.Option("--unsafe-keras", help="Turn Keras safe_mode off to load Lambda layers: runs code from the model file; only for files you trust.")] = False,
+    unsafe_keras: Annotated[bool, typer.Option("--unsafe-keras", help=f"Turn Keras safe_mode off to load Lambda layers (or set {_common.UNSAFE_KERAS_ENV}=1): runs code from the model file; only for files you trust.")] = False,
 ) -> None:
     """mdeploy: verified deployment artifacts from a trained model."""
-    _common.state["debug"] |= debug
-    _common.state["verbose"] |= verbose
-    if unsafe_keras:
-
-        set_keras_safe_mode(False)
+    # The global flags are read from the whole line by run() (GlobalOptions.from_argv); they are declared here for --help.
 
 
 def _register() -> None:
@@ -67,19 +64,6 @@ def _register() -> None:
 _register()
 
 
-def _extract_global_flags(argv: list[str]) -> list[str]:
-    """Accept --debug/--verbose anywhere on the line, not only before the command."""
-    rest = []
-    for arg in argv:
-        if arg == "--debug":
-            _common.state["debug"] = True
-        elif arg == "--verbose":
-            _common.state["verbose"] = True
-        else:
-            rest.append(arg)
-    return rest
-
-
 def _print_error(message: str, hint: str) -> None:
     _common.stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     if hint:
@@ -88,16 +72,16 @@ def _print_error(message: str, hint: str) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the importable entry point tests use)."""
-    from typer.exceptions import TyperException
-
-
-    argv = _extract_global_flags(list(sys.argv[1:] if argv is None else argv))
-    tf_env.set_verbose(_common.state["verbose"])
+    options, argv = _common.GlobalOptions.from_argv(list(sys.argv[1:] if argv is None else argv), dict(os.environ))
+    configure_logging(options.verbose)
+    if options.unsafe_keras and argv and argv[0] not in ("report", "zoo-merge"):
+        source = "--unsafe-keras" if _common.UNSAFE_KERAS_ENV not in os.environ else f"{_common.UNSAFE_KERAS_ENV}=1"
+        _common.warn(f"Keras safe_mode is off ({source}): loading a .keras/.h5 model runs code stored in it")
     try:
-        rv = app(argv, prog_name="mdeploy", standalone_mode=False)
+        rv = app(argv, prog_name="mdeploy", standalone_mode=False, obj=options)
         return rv if isinstance(rv, int) else 0
     except MdeployError as e:
-        if _common.state["debug"]:
+        if options.debug:
             _common.stderr.print_exception()
         _print_error(e.message, e.hint)
         return e.exit_code
@@ -107,7 +91,7 @@ def run(argv: list[str] | None = None) -> int:
         _print_error("aborted", "")
         return 130
     except TyperException as e:
-        if _common.state["debug"]:
+        if options.debug:
             _common.stderr.print_exception()
         ctx = getattr(e, "ctx", None)
         cmd = ctx.command_path if ctx is not None else "mdeploy"
@@ -117,9 +101,8 @@ def run(argv: list[str] | None = None) -> int:
         _print_error("interrupted", "nothing half-written was left behind; re-run to finish")
         return 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback unless --debug
-        if _common.state["debug"]:
+        if options.debug:
             _common.stderr.print_exception()
-
         _print_error(f"unexpected {type(e).__name__}: {first_line(e, empty='')}",
                      "re-run with --debug for the traceback, and report it if it looks like a bug")
         return EXIT_PASS_FAILED

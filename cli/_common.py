@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,32 @@ _PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 stdout = Console(soft_wrap=True, width=_PIPE_WIDTH)
 stderr = Console(stderr=True, soft_wrap=True)
 
-state = {"debug": False, "verbose": False}
+UNSAFE_KERAS_ENV = "MDEPLOY_UNSAFE_KERAS"
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The flags that go anywhere on the line, decided once in `run()` and handed to commands through Click's
+    context (`global_options()`), never through a module global."""
+
+    debug: bool = False
+    verbose: bool = False
+    unsafe_keras: bool = False  # --unsafe-keras or MDEPLOY_UNSAFE_KERAS=1: Keras safe_mode off for the models given
+
+    @classmethod
+    def from_argv(cls, argv: list[str], environ: dict[str, str]) -> tuple[GlobalOptions, list[str]]:
+        flags = {"--debug": "debug", "--verbose": "verbose", "--unsafe-keras": "unsafe_keras"}
+        found = {flags[a] for a in argv if a in flags}
+        options = cls(debug="debug" in found, verbose="verbose" in found,
+                      unsafe_keras="unsafe_keras" in found or environ.get(UNSAFE_KERAS_ENV) == "1")
+        return options, [a for a in argv if a not in flags]
+
+
+def global_options(ctx: typer.Context) -> GlobalOptions:
+    """The invocation's global options, from the root context's `obj` (defaults when a command is called bare)."""
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, GlobalOptions) else GlobalOptions()
+
 
 ModelArg = Annotated[Path, typer.Argument(help="Model: .keras, .h5, .onnx, .tflite or a SavedModel directory.", show_default=False)]
 OutDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (report.json and artifacts go here).")]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mdeploy.cli._common import JsonOpt, emit_json, progress, stdout
+from mdeploy.cli._common import JsonOpt, emit_json, global_options, progress, stdout
 from mdeploy.cli._format import human_bytes
 from mdeploy.cli.report import wide_console
 from mdeploy.passes.workflows.bench import bench_models
@@ -36,6 +36,7 @@ def render(results: list[dict[str, Any]]) -> None:
 
 
 def bench_cli(
+    ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(help="Models to measure (.keras, .h5, .onnx, .tflite, SavedModel).", show_default=False)],
     batch: Annotated[int, typer.Option("--batch", help="Samples per call.")] = 1,
     threads: Annotated[int | None, typer.Option("--threads", help="Runtime threads (default: the runtime's own).")] = None,
@@ -46,7 +47,7 @@ def bench_cli(
 ) -> None:
     """Measure latency p50/p90/p99, throughput, load time and peak memory, each model in its own process."""
     with progress("benchmarking", quiet=json_out) as on_stage:
-        results = bench_models(models, batch=batch, threads=threads, warmup=warmup, runs=runs, out_dir=out_dir,
+        results = bench_models(models, trusted=global_options(ctx).unsafe_keras, batch=batch, threads=threads, warmup=warmup, runs=runs, out_dir=out_dir,
                                on_stage=on_stage)
     if json_out:
         emit_json(results)

@@ -14,6 +14,7 @@ from mdeploy.cli._common import (
     OpsetOpt,
     OutDirOpt,
     emit_json,
+    global_options,
     progress,
     stdout,
     warn,
@@ -42,6 +43,7 @@ def render_artifacts(report: Report, out_dir: Path) -> None:
 
 
 def convert_cli(
+    ctx: typer.Context,
     model: ModelArg,
     to: Annotated[str, typer.Option("--to", help="Comma-separated targets: savedmodel,onnx,tflite.")] = "savedmodel,onnx,tflite",
     out_dir: OutDirOpt = Path("mdeploy-out"),
@@ -55,7 +57,7 @@ def convert_cli(
     """Convert a model to SavedModel (TF Serving layout), ONNX and TFLite, and check each against the source."""
     targets = parse_targets(to)
     with progress("converting", quiet=json_out) as on_stage:
-        report = convert(model, targets, out_dir, opset=opset, name=name, data=data, force=force, tolerance=tolerance,
+        report = convert(model, targets, out_dir, trusted=global_options(ctx).unsafe_keras, opset=opset, name=name, data=data, force=force, tolerance=tolerance,
                          on_stage=on_stage)
     if json_out:
         emit_json(report.to_dict())

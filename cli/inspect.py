@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import typer
 from rich.table import Table
 
-from mdeploy.cli._common import JsonOpt, ModelArg, emit_json, stdout
+from mdeploy.cli._common import JsonOpt, ModelArg, emit_json, global_options, stdout
 from mdeploy.cli._format import human_bytes
 from mdeploy.passes.workflows.inspect import inspect_model
 
@@ -36,9 +37,9 @@ def render(info: dict[str, Any]) -> None:
         stdout.print(ops)
 
 
-def inspect_cli(model: ModelArg, json_out: JsonOpt = False) -> None:
+def inspect_cli(ctx: typer.Context, model: ModelArg, json_out: JsonOpt = False) -> None:
     """Show a model's format, inputs and outputs, size, parameter count and top ops."""
-    info = inspect_model(model)
+    info = inspect_model(model, trusted=global_options(ctx).unsafe_keras)
     if json_out:
         emit_json(info)
     else:

@@ -18,6 +18,7 @@ from mdeploy.cli._common import (
     ModelArg,
     OutDirOpt,
     emit_json,
+    global_options,
     progress,
     stdout,
     warn,
@@ -29,6 +30,7 @@ from mdeploy.passes.workflows.recipe import Recipe, load_recipe
 
 
 def optimize_cli(
+    ctx: typer.Context,
     model: ModelArg,
     out_dir: OutDirOpt = Path("mdeploy-out"),
     target: Annotated[str | None, typer.Option("--target", help="cloud (SavedModel+ONNX), edge (TFLite) or all. [default: all]")] = None,
@@ -71,7 +73,9 @@ def optimize_cli(
             q, onnx=tuple(dict.fromkeys((*q.onnx, "fp16"))), tflite=tuple(dict.fromkeys((*q.tflite, "fp16")))))
     assert isinstance(base, Recipe)
     with progress("optimizing", quiet=json_out) as on_stage:
-        report = optimize(model, out_dir, base, force=force, on_stage=on_stage)
+        options = global_options(ctx)
+        report = optimize(model, out_dir, base, force=force, on_stage=on_stage, trusted=options.unsafe_keras,
+                          verbose=options.verbose)
     if json_out:
         emit_json(report.to_dict())
     else:

@@ -12,6 +12,7 @@ from mdeploy.cli._common import (
     ModelArg,
     OutDirOpt,
     emit_json,
+    global_options,
     progress,
     stdout,
     warn,
@@ -51,6 +52,7 @@ def render_pruning(record: dict[str, Any], out_dir: Path) -> None:
 
 
 def prune_cli(
+    ctx: typer.Context,
     model: ModelArg,
     sparsity: Annotated[float | None, typer.Option("--sparsity", help="Fraction of weights to zero, in [0, 1).")] = None,
     out_dir: OutDirOpt = Path("mdeploy-out"),
@@ -75,7 +77,7 @@ def prune_cli(
 ) -> None:
     """Zero the smallest weights of a Keras or ONNX model; report target vs achieved sparsity, sizes and accuracy."""
     with progress("pruning", quiet=json_out) as on_stage:
-        report = prune(model, sparsity, out_dir, scope=scope, exclude=tuple(exclude or ()), prune_first_last=prune_first_last,
+        report = prune(model, sparsity, out_dir, trusted=global_options(ctx).unsafe_keras, scope=scope, exclude=tuple(exclude or ()), prune_first_last=prune_first_last,
                        pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,
                        learning_rate=learning_rate, loss=loss, metric=metric, initial_sparsity=initial_sparsity,
                        begin_step=begin_step, end_step=end_step, frequency=frequency, data=data, force=force,

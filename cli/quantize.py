@@ -23,6 +23,7 @@ from mdeploy.cli._common import (
     OpsetOpt,
     OutDirOpt,
     emit_json,
+    global_options,
     progress,
     stdout,
     warn,
@@ -58,6 +59,7 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
 
 
 def quantize_cli(
+    ctx: typer.Context,
     model: ModelArg,
     to: Annotated[str, typer.Option("--to", help="Target format: onnx or tflite.")] = "onnx",
     mode: Annotated[str, typer.Option("--mode", help="int8 (static, calibrated), dynamic (int8 weights) or fp16.")] = "int8",
@@ -86,7 +88,8 @@ def quantize_cli(
     image = image_options(image_size, image_scale or "1/255", image_mean, image_std, image_layout or "auto",
                           image_color or "auto")
     with progress("quantizing", quiet=json_out) as on_stage:
-        report = quantize(model, to.lower(), mode.lower(), out_dir, calibration=calibration, validation=validation,
+        report = quantize(model, to.lower(), mode.lower(), out_dir, trusted=global_options(ctx).unsafe_keras,
+                          calibration=calibration, validation=validation,
                           samples=samples, method=method.lower(), format=quant_format.lower(), per_channel=not per_tensor,
                           exclude=_split(exclude), io=io.lower(), activations=activations.lower(), image=image, opset=opset,
                           force=force, on_stage=on_stage)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mdeploy.cli._common import JsonOpt, emit_json, progress, stderr, stdout
+from mdeploy.cli._common import JsonOpt, emit_json, global_options, progress, stderr, stdout
 from mdeploy.cli._format import fmt_float
 from mdeploy.passes.checks.validate import Thresholds, ValidationResult
 from mdeploy.passes.core.errors import CheckFailed
@@ -62,6 +62,7 @@ def render(result: ValidationResult) -> None:
 
 
 def validate_cli(
+    ctx: typer.Context,
     reference: Annotated[Path, typer.Argument(help="The model the candidates are compared with.", show_default=False)],
     candidates: Annotated[list[Path], typer.Argument(help="One or more candidate models.", show_default=False)],
     data: Annotated[str, typer.Option("--data", help="Validation data: .npz keyed by input name (labels under `labels`/`y` give accuracy), a .npy directory, images, .csv.", show_default=False)],
@@ -78,7 +79,7 @@ def validate_cli(
     """Compare candidates with a reference on the same data; exit 1 when one breaks a threshold."""
     thresholds = Thresholds(max_accuracy_drop, min_agreement, max_abs_error, min_sqnr)
     with progress("validating", quiet=json_out):
-        result = validate_models(reference, candidates, data, thresholds, out_dir=out_dir, batch_size=batch_size,
+        result = validate_models(reference, candidates, data, thresholds, trusted=global_options(ctx).unsafe_keras, out_dir=out_dir, batch_size=batch_size,
                                  limit=limit, threads=threads)
     if json_out:
         emit_json(result.to_dict())

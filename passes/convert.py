@@ -41,7 +41,7 @@ def serving_function(artifact: Artifact):
     out_names = [o.name for o in artifact.outputs]
     if artifact.format == "keras":
 
-        model = load_keras_model(artifact.path)
+        model = load_keras_model(artifact.path, trusted=artifact.trusted)
         module = tf.Module()
         # Track the backing tf.Variables, not the Keras model, as keras' own ExportArchive does:
         # tracking the model makes the TFLite converter emit a weightless graph, and tracking
@@ -198,7 +198,7 @@ class ToOnnx:
 
             tf = import_tf()
             specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
-            yield "keras", lambda: tf2onnx.convert.from_keras(load_keras_model(artifact.path), input_signature=specs,
+            yield "keras", lambda: tf2onnx.convert.from_keras(load_keras_model(artifact.path, trusted=artifact.trusted), input_signature=specs,
                                                                opset=self.opset)[0]
         yield "frozen-graph", lambda: self._from_frozen_graph(serve, tf2onnx)
 

@@ -22,7 +22,7 @@ from mdeploy.passes.checks.parity import parity_check
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.core.errors import BadInput, PassFailed
 from mdeploy.passes.core.fsio import atomic_output
-from mdeploy.passes.core.pipeline import Context, pass_params
+from mdeploy.passes.core.pipeline import Context, PassResult, pass_params
 
 CHECK_SAMPLES = 8
 CHECK_TOLERANCE = 1e-4
@@ -60,7 +60,7 @@ class Simplify:
     def output_path(self, ctx: Context) -> Path:
         return Path(ctx.out_dir) / "onnx" / self.file_name
 
-    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+    def run(self, artifact: Artifact, ctx: Context) -> PassResult:
         import onnx
 
         final = self.output_path(ctx)
@@ -93,14 +93,14 @@ class Simplify:
         inputs, outputs = onnx_signature(after_model)
         summary = {"before": before, "after": graph_summary(after_model, final), "seconds": round(seconds, 3),
                    "simplified": problem is None}
-        meta: dict[str, Any] = {"simplify": summary}
-        if problem is not None:
-            note = f"kept the unsimplified model: {problem}"
-            ctx.warn(f"simplify: {note}")
-            meta.update(step_status="skipped", step_note=note)
         derived = artifact.derive(format="onnx", path=final, name="onnx-simplified",
-                                  produced_by={"pass": self.name, "params": pass_params(self)}, **meta)
-        return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
+                                  produced_by={"pass": self.name, "params": pass_params(self)}, simplify=summary)
+        derived = dataclasses.replace(derived, inputs=inputs, outputs=outputs)
+        if problem is None:
+            return PassResult(derived)
+        note = f"kept the unsimplified model: {problem}"
+        ctx.warn(f"simplify: {note}")
+        return PassResult(derived, status="skipped", note=note)
 
     def _simplify(self, model):
         import onnxsim

@@ -24,11 +24,10 @@ class CliResult:
 @pytest.fixture
 def mdeploy(capsys):
     """Run the real CLI entry point in-process: mdeploy("convert", path, "-o", out) -> CliResult."""
-    from mdeploy.cli import _common, run
+    from mdeploy.cli import run
 
     def call(*args) -> CliResult:
         capsys.readouterr()
-        _common.state.update(debug=False, verbose=False)
         code = run([str(a) for a in args])
         out, err = capsys.readouterr()
         return CliResult(code, out, err)

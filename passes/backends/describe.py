@@ -54,9 +54,8 @@ def _tflite_facts(path: Path) -> dict[str, Any]:
     return {"parameters": params, "ops": ops, "signatures": list(interp.get_signature_list())}
 
 
-def _keras_facts(path: Path) -> dict[str, Any]:
-
-    model = load_keras_model(path)
+def _keras_facts(path: Path, trusted: bool = False) -> dict[str, Any]:
+    model = load_keras_model(path, trusted=trusted)
     ops = Counter(type(layer).__name__ for layer in model.layers)
     return {"parameters": int(model.count_params()), "ops": ops}
 
@@ -86,9 +85,9 @@ def _savedmodel_facts(path: Path) -> dict[str, Any]:
 FACTS = {"onnx": _onnx_facts, "tflite": _tflite_facts, "keras": _keras_facts, "savedmodel": _savedmodel_facts}
 
 
-def describe(model: Path | str, top: int = 15) -> dict[str, Any]:
-    artifact: Artifact = open_artifact(model)
-    facts = FACTS[artifact.format](artifact.path)
+def describe(model: Path | str, top: int = 15, *, trusted: bool = False) -> dict[str, Any]:
+    artifact: Artifact = open_artifact(model, trusted=trusted)
+    facts = _keras_facts(artifact.path, trusted) if artifact.format == "keras" else FACTS[artifact.format](artifact.path)
     ops: Counter = facts.pop("ops")
     return {
         "path": str(model),

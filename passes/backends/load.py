@@ -44,19 +44,17 @@ def onnx_signature(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
     return (tuple(spec(v) for v in model.graph.input if v.name not in init), tuple(spec(v) for v in model.graph.output))
 
 
-def open_artifact(path: Path | str) -> Artifact:
-    """An Artifact for a model on disk, with its signature. Raises BadInput for anything unreadable."""
+def open_artifact(path: Path | str, *, trusted: bool = False) -> Artifact:
+    """An Artifact for a model on disk, with its signature. Raises BadInput for anything unreadable.
+    `trusted`: the user allows this model's code to run (--unsafe-keras); artifacts derived from it inherit that."""
     fmt, real = detect_format(Path(path))
     if fmt == "onnx":
         inputs, outputs = onnx_signature(load_onnx_model(real, load_external_data=False))
     elif fmt == "tflite":
-
         _, inputs, outputs = tflite_signature(litert_interpreter(real))
     elif fmt == "keras":
-
-        inputs, outputs = keras_signature(load_keras_model(real))
+        inputs, outputs = keras_signature(load_keras_model(real, trusted=trusted))
     else:
-
         _, inputs, outputs = savedmodel_signature(load_savedmodel(real))
     return Artifact(format=fmt, path=real, inputs=inputs, outputs=outputs, name="source",
-                    meta={"precision": "float32"})
+                    meta={"precision": "float32"}, trusted=trusted)

@@ -6,7 +6,6 @@ benchmarking and the parity checks all go through `load_runner`; no other module
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,24 +38,11 @@ def _dtype_name(dt) -> str:
 
 # --------------------------------------------------------------------------- keras / savedmodel
 
-_keras_safe_mode = os.environ.get("MDEPLOY_UNSAFE_KERAS") != "1"
-
-
-def set_keras_safe_mode(safe: bool) -> None:
-    """Keras safe_mode refuses to deserialize arbitrary code (Lambda layers); only --unsafe-keras turns it off.
-
-    Kept in the environment too, so that spawned branch processes inherit the user's choice.
-    """
-    global _keras_safe_mode
-    _keras_safe_mode = safe
-    os.environ["MDEPLOY_UNSAFE_KERAS"] = "0" if safe else "1"
-
-
-def load_keras_model(path: Path):
-
+def load_keras_model(path: Path, *, trusted: bool = False):
+    """Load a Keras model with safe_mode on, unless the user vouched for the file's code (`trusted`, --unsafe-keras)."""
     keras = import_keras()
     try:
-        return keras.saving.load_model(str(path), compile=False, safe_mode=_keras_safe_mode)
+        return keras.saving.load_model(str(path), compile=False, safe_mode=not trusted)
     except ValueError as e:
         if "safe_mode" in str(e) or "unsafe" in str(e).lower():
             raise BadInput(f"{path}: the model contains code (a Lambda layer or similar) that Keras safe_mode refuses to load",
@@ -90,11 +76,11 @@ def keras_output_names(model) -> list[str]:
     return names
 
 
-def _keras_runner(path: Path, threads: int | None) -> Runner:
+def _keras_runner(path: Path, threads: int | None, trusted: bool = False) -> Runner:
     _tf_threads(threads)
 
     tf = import_tf()
-    model = load_keras_model(path)
+    model = load_keras_model(path, trusted=trusted)
     inputs, outputs = keras_signature(model)
     # A graph function traced once for the signature (dynamic batch): how Keras serves, not eager Python.
     signature = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype)) for t in inputs]
@@ -133,7 +119,7 @@ def savedmodel_signature(loaded) -> tuple[object, tuple[TensorSpec, ...], tuple[
     return fn, inputs, outputs
 
 
-def _savedmodel_runner(path: Path, threads: int | None) -> Runner:
+def _savedmodel_runner(path: Path, threads: int | None, trusted: bool = False) -> Runner:
     _tf_threads(threads)
 
     tf = import_tf()
@@ -189,7 +175,7 @@ def _ort_spec(arg) -> TensorSpec:
     return TensorSpec(arg.name, shape, _ONNX_DTYPES.get(arg.type, arg.type))
 
 
-def _onnx_runner(path: Path, threads: int | None) -> Runner:
+def _onnx_runner(path: Path, threads: int | None, trusted: bool = False) -> Runner:
     sess = onnx_session(path, threads)
     inputs = tuple(_ort_spec(a) for a in sess.get_inputs())
     outputs = tuple(_ort_spec(a) for a in sess.get_outputs())
@@ -262,7 +248,7 @@ def tflite_signature(interp) -> tuple[str | None, tuple[TensorSpec, ...], tuple[
     return None, inputs, outputs
 
 
-def _tflite_runner(path: Path, threads: int | None) -> Runner:
+def _tflite_runner(path: Path, threads: int | None, trusted: bool = False) -> Runner:
 
     interp = litert_interpreter(path, threads)
     key, inputs, outputs = tflite_signature(interp)
@@ -308,7 +294,7 @@ def _tflite_runner(path: Path, threads: int | None) -> Runner:
 
 # --------------------------------------------------------------------------- the table
 
-RUNTIMES: dict[str, Callable[[Path, int | None], Runner]] = {
+RUNTIMES: dict[str, Callable[[Path, int | None, bool], Runner]] = {
     "keras": _keras_runner,
     "savedmodel": _savedmodel_runner,
     "onnx": _onnx_runner,
@@ -316,9 +302,15 @@ RUNTIMES: dict[str, Callable[[Path, int | None], Runner]] = {
 }
 
 
-def load_runner(format: str, path: Path, threads: int | None = None) -> Runner:
-    """Load `path` on the runtime for `format`. Raises BadInput when the runtime refuses the file."""
-    return RUNTIMES[format](Path(path), threads)
+def load_runner(format: str, path: Path, threads: int | None = None, *, trusted: bool = False) -> Runner:
+    """Load `path` on the runtime for `format`. Raises BadInput when the runtime refuses the file.
+    `trusted` lets Keras load code from the file (--unsafe-keras)."""
+    return RUNTIMES[format](Path(path), threads, trusted)
+
+
+def artifact_runner(artifact, threads: int | None = None) -> Runner:
+    """The runner for an Artifact, with the trust the user gave its source."""
+    return load_runner(artifact.format, artifact.path, threads, trusted=artifact.trusted)
 
 
 def run_batched(runner: Runner, feeds: Feeds, batch_size: int = 64) -> dict[str, np.ndarray]:

@@ -66,7 +66,7 @@ def bench(artifact: Artifact, batch: int = 1, threads: int | None = None, warmup
         raise BadInput(f"bench needs batch >= 1, runs >= 1, warmup >= 0 and threads >= 1 (got batch={batch}, runs={runs}, "
                        f"warmup={warmup}, threads={threads})", "pass positive numbers")
     job = {"format": artifact.format, "path": str(artifact.path), "batch": batch, "threads": threads,
-           "warmup": warmup, "runs": runs}
+           "warmup": warmup, "runs": runs, "trusted": artifact.trusted}
     with tempfile.TemporaryDirectory(prefix="mdeploy-bench-") as tmp:
         result_path = Path(tmp) / "result.json"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
@@ -112,7 +112,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     baseline = _rss_bytes()
     _import_runtime(job["format"])
     t0 = time.perf_counter()
-    runner = load_runner(job["format"], Path(job["path"]), job["threads"])
+    runner = load_runner(job["format"], Path(job["path"]), job["threads"], trusted=job.get("trusted", False))
     load_seconds = time.perf_counter() - t0
     feeds = _feeds(runner.inputs, job["batch"])
     for _ in range(job["warmup"]):

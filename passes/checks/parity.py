@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mdeploy.calibration import LABELS, collect, open_source
-from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.backends.runtimes import artifact_runner, run_batched
 from mdeploy.passes.checks.compare import compare_outputs, worst
 from mdeploy.passes.core.artifact import Artifact
 
@@ -31,7 +31,7 @@ def parity_feeds(source: Artifact, data: str | None, seed: int = 0, samples: int
 def parity_check(reference: dict[str, np.ndarray], artifact: Artifact, feeds: dict[str, np.ndarray],
                  tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
     """Run `artifact` on its runtime and compare it with the reference outputs."""
-    outputs = run_batched(load_runner(artifact.format, artifact.path), feeds)
+    outputs = run_batched(artifact_runner(artifact), feeds)
     per_output = compare_outputs(reference, outputs)
     max_abs = worst(per_output, "max_abs_error")
     scale = max(1.0, max(float(np.max(np.abs(v))) for v in reference.values()))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mdeploy.calibration import LABELS
-from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.backends.runtimes import artifact_runner, run_batched
 from mdeploy.passes.checks.compare import accuracy, compare_outputs, is_classifier_output, match_outputs, worst
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.core.errors import BadInput, first_line
@@ -253,8 +253,8 @@ def validate(reference: Artifact, candidates: list[Artifact], source, thresholds
 
     if not candidates:
         raise BadInput("no candidate to validate", "pass at least one CANDIDATE model after the REFERENCE")
-    ref_runner = load_runner(reference.format, reference.path, threads)
-    runners = [load_runner(c.format, c.path, threads) for c in candidates]
+    ref_runner = artifact_runner(reference, threads)
+    runners = [artifact_runner(c, threads) for c in candidates]
     plans: list = [None] * len(candidates)
     ref_parts: list[dict[str, np.ndarray]] = []
     cand_parts: list[list[dict[str, np.ndarray]]] = [[] for _ in candidates]

@@ -5,6 +5,7 @@ which is what makes lineage, caching and the report plain data.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -55,9 +56,16 @@ class Artifact:
     name: str = "source"
     parent: Artifact | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The user vouched for this model's code (--unsafe-keras): Keras may load it with safe_mode off. The permission
+    # travels with the artifact and everything derived from it, never through a module global.
+    trusted: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # No two artifacts (nor a report record) ever share a mutable meta dict.
+        object.__setattr__(self, "meta", copy.deepcopy(dict(self.meta)))
 
     def derive(self, *, format: str, path: Path, name: str, produced_by: dict[str, Any], **meta: Any) -> Artifact:
-        """A new artifact made from this one by a pass; meta not overridden is inherited."""
+        """A new artifact made from this one by a pass; meta not overridden is inherited (as a copy)."""
         merged = {**self.meta, **meta, "produced_by": produced_by}
         return dataclasses.replace(self, format=format, path=Path(path), name=name, parent=self, meta=merged)
 
@@ -85,7 +93,7 @@ class Artifact:
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "parent": self.parent.name if self.parent else None,
-            "meta": self.meta,
+            "meta": copy.deepcopy(self.meta),
         }
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
 from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
 from mdeploy.passes.core.fsio import write_text_atomic
+from mdeploy.passes.core.logs import configure_logging
 
 try:
     MDEPLOY_VERSION = version("mdeploy")
@@ -27,10 +28,22 @@ except PackageNotFoundError:  # running from a source tree
 
 
 class Pass(Protocol):
+    """A small frozen dataclass whose fields are its parameters. `run` returns the new artifact, or a PassResult
+    when it has more to tell the runner (a step it skipped, and why)."""
+
     name: ClassVar[str]
     accepts: ClassVar[tuple[str, ...]]
 
-    def run(self, artifact: Artifact, ctx: Context) -> Artifact: ...
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact | PassResult: ...
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """How a pass went: its output and the step's status. `skipped` hands on an artifact it did not change."""
+
+    artifact: Artifact
+    status: str = "ok"  # ok | skipped
+    note: str = ""
 
 
 def pass_params(p: Any) -> dict[str, Any]:
@@ -48,6 +61,7 @@ class Context:
     seed: int = 0
     parity_data: str | None = None  # a data spec (see calibration.open_source); None = generated inputs
     cache_dir: Path | None = None
+    verbose: bool = False  # spawned branch processes configure their logging from it
     on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     warnings: list[str] = field(default_factory=list)
 
@@ -110,7 +124,7 @@ def artifact_from_record(record: dict[str, Any], parent: Artifact) -> Artifact:
     return Artifact(format=record["format"], path=Path(record["path"]),
                     inputs=tuple(TensorSpec.from_dict(t) for t in record["inputs"]),
                     outputs=tuple(TensorSpec.from_dict(t) for t in record["outputs"]),
-                    name=record["name"], parent=parent, meta=record["meta"])
+                    name=record["name"], parent=parent, meta=record["meta"], trusted=parent.trusted)
 
 
 class StepCache:
@@ -120,7 +134,7 @@ class StepCache:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
 
-    def get(self, key: str, parent: Artifact) -> Artifact | None:
+    def get(self, key: str, parent: Artifact) -> PassResult | None:
         entry = self.directory / f"{key}.json"
         if not entry.is_file():
             return None
@@ -129,19 +143,21 @@ class StepCache:
             path = Path(record["artifact"]["path"])
             if not path.exists() or content_hash(path) != record["sha256"]:
                 return None
-            return artifact_from_record(record["artifact"], parent)
+            return PassResult(artifact_from_record(record["artifact"], parent), record.get("status", "ok"),
+                              record.get("note", ""))
         except (OSError, ValueError, KeyError):
             return None
 
-    def put(self, key: str, artifact: Artifact) -> None:
-        record = {"artifact": artifact.to_dict(), "sha256": content_hash(artifact.path)}
-        record["artifact"]["path"] = str(Path(artifact.path).resolve())
+    def put(self, key: str, result: PassResult) -> None:
+        record = {"artifact": result.artifact.to_dict(), "sha256": content_hash(result.artifact.path),
+                  "status": result.status, "note": result.note}
+        record["artifact"]["path"] = str(Path(result.artifact.path).resolve())
         write_text_atomic(self.directory / f"{key}.json", json.dumps(record, default=str))
 
 
 # --------------------------------------------------------------------------- running
 
-def run_pass(p: Any, artifact: Artifact, ctx: Context, steps: list[Step]) -> Artifact:
+def run_pass(p: Pass, artifact: Artifact, ctx: Context, steps: list[Step]) -> Artifact:
     """Run one pass with the format check, the cache and the step record."""
     if artifact.format not in p.accepts:
         raise BadInput(f"pass '{p.name}' cannot take a {artifact.format} model (it accepts {', '.join(p.accepts)})",
@@ -149,12 +165,11 @@ def run_pass(p: Any, artifact: Artifact, ctx: Context, steps: list[Step]) -> Art
     cache = StepCache(ctx.cache_dir) if ctx.cache_dir else None
     key = cache_key(content_hash(artifact.path), p) if cache else ""
     t0 = time.perf_counter()
-    if cache:
-        hit = cache.get(key, artifact)
-        if hit is not None:
-            steps.append(Step(p.name, pass_params(p), str(artifact.path), str(hit.path), time.perf_counter() - t0, cached=True,
-                              status=hit.meta.get("step_status", "ok"), note=hit.meta.get("step_note", "")))
-            return hit
+    hit = cache.get(key, artifact) if cache else None
+    if hit is not None:
+        steps.append(Step(p.name, pass_params(p), str(artifact.path), str(hit.artifact.path), time.perf_counter() - t0,
+                          cached=True, status=hit.status, note=hit.note))
+        return hit.artifact
     ctx.stage(f"{p.name}: {artifact.name}")
     try:
         out = p.run(artifact, ctx)
@@ -163,17 +178,18 @@ def run_pass(p: Any, artifact: Artifact, ctx: Context, steps: list[Step]) -> Art
     except Exception as e:  # a converter's own exception: name the pass and keep the cause for --debug
         raise PassFailed(f"pass '{p.name}' failed on {artifact.name}: {type(e).__name__}: {first_line(e, empty='')}",
                          "run with --debug for the full traceback; if an op is unsupported, try another --opset") from e
+    result = out if isinstance(out, PassResult) else PassResult(out)
     if cache:
-        cache.put(key, out)
-    steps.append(Step(p.name, pass_params(p), str(artifact.path), str(out.path), time.perf_counter() - t0,
-                      status=out.meta.get("step_status", "ok"), note=out.meta.get("step_note", "")))
-    return out
+        cache.put(key, result)
+    steps.append(Step(p.name, pass_params(p), str(artifact.path), str(result.artifact.path), time.perf_counter() - t0,
+                      status=result.status, note=result.note))
+    return result.artifact
 
 
 class Pipeline:
     """A linear chain of passes."""
 
-    def __init__(self, passes: Sequence[Any]):
+    def __init__(self, passes: Sequence[Pass]):
         self.passes = list(passes)
 
     def check(self, source_format: str) -> None:
@@ -201,7 +217,7 @@ class Node:
     """One step of a plan: run `step` on the artifact called `input`, and call the result `key`."""
 
     key: str
-    step: Any
+    step: Pass
     input: str = "source"
 
 
@@ -239,6 +255,7 @@ def run_plan(nodes: Sequence[Node], inputs: dict[str, Artifact], ctx: Context, k
 
 
 def _run_plan_in_child(nodes: Sequence[Node], inputs: dict[str, Artifact], ctx: Context) -> PlanResult:
+    configure_logging(ctx.verbose)  # a spawned process starts with Python's defaults
     result = run_plan(nodes, inputs, ctx)
     result.warnings = list(ctx.warnings)
     return result

@@ -158,7 +158,7 @@ class PruneKeras:
         check_sparsity(self.initial_sparsity, "--initial-sparsity")
         final = self.output_path(ctx)
         ensure_writable(final, ctx.force)
-        model = load_keras_model(artifact.path)
+        model = load_keras_model(artifact.path, trusted=artifact.trusted)
         all_weights = prunable_weights(model)
         if not all_weights:
             raise BadInput(f"{artifact.path}: no prunable layers (Dense, Conv, DepthwiseConv, SeparableConv, Embedding)",
@@ -183,7 +183,7 @@ class PruneKeras:
                 _apply(selected, masks_for(selected, _values(selected), target, self.scope, pattern))
             if self.fine_tune:
                 # Deploy without optimizer state: copy the trained weights into a fresh, uncompiled copy.
-                deploy = load_keras_model(artifact.path)
+                deploy = load_keras_model(artifact.path, trusted=artifact.trusted)
                 deploy.set_weights(model.get_weights())
                 model = deploy
             with atomic_output(final, ctx.force) as tmp:

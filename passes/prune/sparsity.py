@@ -36,9 +36,9 @@ def _tensor_record(name: str, values: np.ndarray, zero) -> dict[str, Any]:
             "sparsity": round(zeros / params, 6) if params else 0.0}
 
 
-def _keras_tensors(path: Path) -> list[dict[str, Any]]:
-
-    return [_tensor_record(w.name, np.asarray(w.variable.numpy()), 0) for w in prunable_weights(load_keras_model(path))]
+def _keras_tensors(path: Path, trusted: bool = False) -> list[dict[str, Any]]:
+    model = load_keras_model(path, trusted=trusted)
+    return [_tensor_record(w.name, np.asarray(w.variable.numpy()), 0) for w in prunable_weights(model)]
 
 
 # weight input position and its zero-point input position (None: none) per consuming op
@@ -118,13 +118,13 @@ def measure_sparsity(artifact: Artifact | Path | str) -> dict[str, Any]:
     Conv/Gemm/MatMul and their quantized forms (onnx, tflite). A quantized weight counts as zero when it equals
     its zero point, i.e. when it dequantizes to exactly 0.0 (symmetric int8 weights: the zero point is 0)."""
     if not isinstance(artifact, Artifact):
-
         artifact = open_artifact(artifact)
     readers = {"keras": _keras_tensors, "onnx": _onnx_tensors, "tflite": _tflite_tensors}
     if artifact.format not in readers:
         raise BadInput(f"measuring sparsity needs a keras, onnx or tflite model, not {artifact.format}",
                        "convert it first with `mdeploy convert --to onnx`")
-    tensors = readers[artifact.format](Path(artifact.path))
+    path = Path(artifact.path)
+    tensors = _keras_tensors(path, artifact.trusted) if artifact.format == "keras" else readers[artifact.format](path)
     params = sum(t["params"] for t in tensors)
     zeros = sum(t["zeros"] for t in tensors)
     return {"format": artifact.format, "path": str(artifact.path), "sparsity": round(zeros / params, 6) if params else 0.0,

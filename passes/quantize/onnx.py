@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,16 +166,10 @@ class QuantizeOnnx:
 
 @contextlib.contextmanager
 def quiet_quantizer():
-    """onnxruntime.quantization print()s progress and logs advice on the root logger; the library never prints,
-    and --json promises a clean stdout, so both are held back while it runs."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
+    """onnxruntime.quantization print()s progress; the library never prints, and --json promises a clean stdout.
+    (Its advice on the root logger is silenced, or not, by configure_logging at the CLI edge.)"""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def compact_tensor_names(path: Path) -> None:

@@ -27,8 +27,6 @@ def artifact_record(a: Artifact, out_dir: Path) -> dict[str, Any]:
     """The report's view of an artifact: identity, size, hash, lineage."""
     d = a.to_dict(relative_to=out_dir)
     meta = dict(d.pop("meta"))
-    meta.pop("step_status", None)
-    meta.pop("step_note", None)
     return {
         "name": a.name,
         "format": a.format,

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from mdeploy.passes.backends.load import open_artifact
-from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.backends.runtimes import artifact_runner, run_batched
 from mdeploy.passes.checks.parity import PARITY_TOLERANCE, parity_check, parity_feeds
 from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import Artifact
@@ -45,12 +45,13 @@ def planned_outputs(passes: list, out_dir: Path, name: str) -> list[Path]:
 
 
 def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None = None, name: str | None = None,
-            data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None) -> Report:
+            data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None,
+            trusted: bool = False) -> Report:
     """Convert `model` to each target, check parity of each artifact against the source, and write report.json."""
 
     stage = on_stage or (lambda text: None)
     stage("loading the model")
-    source = open_artifact(model)
+    source = open_artifact(model, trusted=trusted)
     name = name or Path(model).stem.split(".")[0] or "model"
     passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET)
     for path in planned_outputs(passes, out_dir, name):
@@ -59,7 +60,7 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
     report = Report.load_or_new(out_dir, source)
     feeds, feeds_desc = parity_feeds(source, data)
     stage("running the source model")
-    reference = run_batched(load_runner(source.format, source.path), feeds)
+    reference = run_batched(artifact_runner(source), feeds)
     for p in passes:
         steps: list = []
         artifact = run_pass(p, source, ctx, steps)

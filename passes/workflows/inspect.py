@@ -7,6 +7,5 @@ from typing import Any
 from mdeploy.passes.backends.describe import describe
 
 
-def inspect_model(model: Path) -> dict[str, Any]:
-
-    return describe(model)
+def inspect_model(model: Path, *, trusted: bool = False) -> dict[str, Any]:
+    return describe(model, trusted=trusted)

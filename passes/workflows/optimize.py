@@ -83,7 +83,7 @@ def data_hash(spec: str | None) -> str | None:
     return content_hash(p) if p.exists() else spec
 
 
-def open_source_model(path: Path, cache: ResultCache) -> Artifact:
+def open_source_model(path: Path, cache: ResultCache, trusted: bool = False) -> Artifact:
     """open_artifact, with the signature cached by content so cached re-runs skip loading TensorFlow."""
 
     fmt, real = detect_format(path)
@@ -91,8 +91,8 @@ def open_source_model(path: Path, cache: ResultCache) -> Artifact:
     hit = cache.get(key)
     if hit is not None:
         return Artifact(fmt, real, tuple(TensorSpec.from_dict(t) for t in hit["inputs"]),
-                        tuple(TensorSpec.from_dict(t) for t in hit["outputs"]), meta={"precision": "float32"})
-    artifact = open_artifact(real)
+                        tuple(TensorSpec.from_dict(t) for t in hit["outputs"]), meta={"precision": "float32"}, trusted=trusted)
+    artifact = open_artifact(real, trusted=trusted)
     cache.put(key, {"inputs": [t.to_dict() for t in artifact.inputs], "outputs": [t.to_dict() for t in artifact.outputs]})
     return artifact
 
@@ -185,7 +185,8 @@ def requested_targets(recipe: Recipe) -> list[str]:
     return ["cloud", "edge"] if recipe.target == "all" else [recipe.target]
 
 
-def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False, on_stage=None) -> Any:
+def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False, on_stage=None, trusted: bool = False,
+             verbose: bool = False) -> Any:
     """Run the whole pipeline on `model`, write OUTDIR/report.{json,md,html}, and return the Report.
 
     The report's artifacts carry status "ok" or "rejected" (over the accuracy budget) or the step failures;
@@ -199,11 +200,11 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     results = ResultCache(cache_dir)
     t_start = time.perf_counter()
     stage("reading the model")
-    source = open_source_model(Path(model), results)
+    source = open_source_model(Path(model), results, trusted)
     name = recipe.name or Path(model).stem.split(".")[0] or "model"
     plan_warnings: list[str] = []
     prelude, branches = build_plan(source, recipe, name, plan_warnings)
-    ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage)
+    ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage, verbose=verbose)
     report = Report.for_source(source)
     report.warnings.extend(plan_warnings)
     report.extra["recipe"] = recipe.to_dict()

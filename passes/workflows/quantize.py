@@ -96,7 +96,6 @@ def plan_data(inputs, mode: str, calibration: str | None, validation: str | None
 
 def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset: int | None, force: bool, on_stage) -> Artifact:
     """The float artifact in the target format: the source itself, one a previous run left in OUTDIR, or a fresh conversion."""
-
     if source.format == to:
         return source
     existing = Report.load_or_new(out_dir, source).artifact(to)
@@ -106,7 +105,7 @@ def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset
             return Artifact(format=to, path=path, name=to, parent=source,
                             inputs=tuple(TensorSpec.from_dict(t) for t in existing["inputs"]),
                             outputs=tuple(TensorSpec.from_dict(t) for t in existing["outputs"]), meta={"precision": "float32"})
-    report = convert(model, [to], out_dir, opset=opset, force=force, on_stage=on_stage)
+    report = convert(model, [to], out_dir, opset=opset, force=force, on_stage=on_stage, trusted=source.trusted)
     record = report.artifact(to)
     return Artifact(format=to, path=Path(out_dir) / record["path"], name=to, parent=source,
                     inputs=tuple(TensorSpec.from_dict(t) for t in record["inputs"]),
@@ -145,7 +144,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
              validation: str | None = None, samples: int = DEFAULT_SAMPLES, method: str = "minmax", format: str = "qdq",
              per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", activations: str = "uint8",
              image=None, batch_size: int = 32,
-             opset: int | None = None, force: bool = False, seed: int = 0, on_stage=None) -> Report:
+             opset: int | None = None, force: bool = False, seed: int = 0, on_stage=None,
+             trusted: bool = False) -> Report:
     """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
 
     stage = on_stage or (lambda text: None)
@@ -154,7 +154,7 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
     if mode not in MODES:
         raise BadInput(f"--mode {mode}: unknown mode", f"choose from {', '.join(MODES)}")
     stage("loading the model")
-    source = open_artifact(model)
+    source = open_artifact(model, trusted=trusted)
     if source.format == "tflite" or (to == "tflite" and source.format == "onnx"):
         raise BadInput(f"cannot quantize a {source.format} model for --to {to}",
                        "start from the Keras model or SavedModel (or an ONNX model for --to onnx)")

@@ -14,7 +14,7 @@ from mdeploy.passes.report.update import add_validation, find_record, record_nam
 
 def validate_models(reference: Path, candidates: list[Path], data: str, thresholds: Thresholds = Thresholds(), *,
                     out_dir: Path | None = None, batch_size: int = 64, limit: int | None = None,
-                    threads: int | None = None) -> ValidationResult:
+                    threads: int | None = None, trusted: bool = False) -> ValidationResult:
     """Open the models and the data, validate, and (with `out_dir`) add the results to its report.json.
 
     Candidates are named by their record in OUTDIR's report when they are in it, else by the path as given.
@@ -33,9 +33,9 @@ def validate_models(reference: Path, candidates: list[Path], data: str, threshol
         names[name] = Path(path)
         return name
 
-    ref = open_artifact(reference)  # its .path is the resolved one (a SavedModel's version directory)
+    ref = open_artifact(reference, trusted=trusted)  # its .path is the resolved one (a SavedModel's version directory)
     ref = dataclasses.replace(ref, name=(record_name(report, out_dir, ref.path) if report else None) or str(reference))
-    opened = [open_artifact(c) for c in candidates]
+    opened = [open_artifact(c, trusted=trusted) for c in candidates]
     cands = [dataclasses.replace(a, name=label(a.path, p), meta={**a.meta, **_precision(report, out_dir, a.path)})
              for a, p in zip(opened, candidates)]
     source = open_source(data, ref.inputs, batch_size=batch_size)
