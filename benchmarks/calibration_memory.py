@@ -41,7 +41,7 @@ def child(model: Path, data: Path, samples: int, out_dir: Path) -> None:
     import time
 
     from mdeploy.calibration import DataSpec
-    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.backends import open_artifact
     from mdeploy.passes.core.pipeline import Context, run_pass
     from mdeploy.passes.quantize.onnx import QuantizeOnnx
 

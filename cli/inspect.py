@@ -16,7 +16,6 @@ def _shape(shape: list) -> str:
 
 
 def render(info: dict[str, Any]) -> None:
-
     head = f"[bold]{info['path']}[/]  {info['format']}"
     if info.get("opset"):
         head += f" (opset {info['opset']})"

@@ -79,7 +79,6 @@ def optimize_cli(
     if json_out:
         emit_json(report.to_dict())
     else:
-
         for w in report.warnings:
             warn(w)
         stdout.print(to_table(report))

@@ -68,8 +68,6 @@ def zoo_cli(
     _finish(data, json_out)
 
 
-
-
 def zoo_merge_cli(
     shard_dirs: Annotated[list[Path], typer.Argument(help="Output directories of `mdeploy zoo --shard` runs.")],
     out_dir: OutDirOpt = Path("mdeploy-zoo"),

@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from mdeploy.passes.backends.runtimes import (
-    litert_interpreter,
-    load_keras_model,
-    load_runner,
-    load_savedmodel,
-    onnx_session,
-    savedmodel_signature,
-)
+from mdeploy.passes.backends import load_runner
+from mdeploy.passes.backends.litert import litert_interpreter
+from mdeploy.passes.backends.onnxruntime import onnx_session
+from mdeploy.passes.backends.tensorflow import load_keras_model, load_savedmodel, savedmodel_signature
 from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import PassFailed, first_line
@@ -40,7 +36,6 @@ def serving_function(artifact: Artifact):
     specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
     out_names = [o.name for o in artifact.outputs]
     if artifact.format == "keras":
-
         model = load_keras_model(artifact.path, trusted=artifact.trusted)
         module = tf.Module()
         # Track the backing tf.Variables, not the Keras model, as keras' own ExportArchive does:
@@ -54,7 +49,6 @@ def serving_function(artifact: Artifact):
                 result = [result]
             return {n: tf.identity(r, name=n) for n, r in zip(out_names, result)}
     else:
-
         module = load_savedmodel(artifact.path)
         fn, _, _ = savedmodel_signature(module)
 
@@ -87,7 +81,6 @@ class ToSavedModel:
         return Path(ctx.out_dir) / "savedmodel" / self.model_name / str(self.version)
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-
         tf = import_tf()
         serve, module = serving_function(artifact)
         final = self.output_path(ctx)
@@ -195,7 +188,6 @@ class ToOnnx:
         yield "concrete-function", lambda: tf2onnx.convert.from_function(
             serve, input_signature=serve.input_signature, opset=self.opset)[0]
         if artifact.format == "keras":
-
             tf = import_tf()
             specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
             yield "keras", lambda: tf2onnx.convert.from_keras(load_keras_model(artifact.path, trusted=artifact.trusted), input_signature=specs,
@@ -241,7 +233,6 @@ def savedmodel_for_tflite(artifact: Artifact, workdir: Path) -> Path:
 
 
 def tflite_converter(artifact: Artifact, workdir: Path):
-
     tf = import_tf()
     return tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_for_tflite(artifact, workdir)),
                                                     signature_keys=["serving_default"])

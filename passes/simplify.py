@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 from mdeploy.calibration.batches import LABELS, collect
 from mdeploy.calibration.sources import DataSpec, open_source
-from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
-from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.backends import load_runner, run_batched
+from mdeploy.passes.backends.onnxruntime import load_onnx_model, onnx_signature
 from mdeploy.passes.checks.parity import parity_check
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.core.errors import BadInput, PassFailed
@@ -69,7 +69,6 @@ class Simplify:
         names = {t.name for t in artifact.inputs}
         for name, _ in self.input_shapes:
             if name not in names:
-
                 raise BadInput(f"--input-shape names '{name}', which is not an input (inputs: {', '.join(sorted(names))})",
                                "spell it NAME:D1,D2,... with a name from `mdeploy inspect MODEL`")
         feeds = self._check_feeds(artifact, ctx)  # bad data is the user's error (exit 2), not onnxsim's
@@ -112,7 +111,6 @@ class Simplify:
         return simplified
 
     def _check_feeds(self, artifact: Artifact, ctx: Context) -> dict:
-
         pinned = dict(self.input_shapes)
         specs = tuple(TensorSpec(t.name, tuple(pinned[t.name]), t.dtype) if t.name in pinned else t for t in artifact.inputs)
         if self.data is not None:

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.calibration.sources import RandomSource
-from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.backends import backend, load_runner
 from mdeploy.passes.backends.tf_env import import_tf
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
 
-RUNTIME_PACKAGES = {"keras": "tensorflow", "savedmodel": "tensorflow", "onnx": "onnxruntime", "tflite": "ai-edge-litert"}
 BENCH_TIMEOUT_S = 1800
 
 
@@ -47,7 +46,7 @@ def machine() -> dict[str, Any]:
 
 
 def runtime_version(fmt: str) -> str:
-    pkg = RUNTIME_PACKAGES[fmt]
+    pkg = backend(fmt).package
     try:
         return f"{pkg} {version(pkg)}"
     except PackageNotFoundError:
@@ -89,14 +88,12 @@ def bench(artifact: Artifact, batch: int = 1, threads: int | None = None, warmup
 
 
 def _feeds(inputs, batch: int):
-
     return next(iter(RandomSource(inputs, samples=batch, batch_size=batch, seed=0)))
 
 
 def _import_runtime(fmt: str) -> None:
     # Importing the runtime library is not loading the model: keep it out of load_seconds.
     if fmt in ("keras", "savedmodel"):
-
         import_tf()
     elif fmt == "onnx":
         import onnxruntime  # noqa: F401

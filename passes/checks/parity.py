@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mdeploy.calibration import LABELS, collect, open_source
-from mdeploy.passes.backends.runtimes import artifact_runner, run_batched
+from mdeploy.passes.backends import artifact_runner, run_batched
 from mdeploy.passes.checks.compare import compare_outputs, worst
 from mdeploy.passes.core.artifact import Artifact
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mdeploy.calibration import LABELS
-from mdeploy.passes.backends.runtimes import artifact_runner, run_batched
+from mdeploy.passes.backends import artifact_runner, run_batched
 from mdeploy.passes.checks.compare import accuracy, compare_outputs, is_classifier_output, match_outputs, worst
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.core.errors import BadInput, first_line

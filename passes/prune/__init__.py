@@ -18,10 +18,8 @@ __all__ = ["PruneKeras", "PruneOnnx", "compressed_size", "measure_sparsity", "pr
 def pruning_pass(format: str, **params: Any):
     """The pruning pass for a format: PruneKeras for keras, PruneOnnx for onnx."""
     if format == "keras":
-
         return PruneKeras(**params)
     if format == "onnx":
-
         for key in ("fine_tune", "epochs", "batch_size", "learning_rate", "loss", "metric", "initial_sparsity",
                     "begin_step", "end_step", "frequency", "seed"):
             if key == "fine_tune" and params.get(key):

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mdeploy.calibration import LABELS, collect, open_source
-from mdeploy.passes.backends.runtimes import load_keras_model
+from mdeploy.passes.backends.tensorflow import KerasWeight, load_keras_model, prunable_weights
 from mdeploy.passes.backends.tf_env import import_keras
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
@@ -24,61 +24,6 @@ from mdeploy.passes.core.fsio import atomic_output, ensure_writable
 from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.prune.masks import check_sparsity, choose_weights, masks_for, polynomial_sparsity, schedule_updates
 from mdeploy.passes.prune.summary import compressed_size, pruning_summary
-
-
-@dataclass
-class KerasWeight:
-    """One prunable kernel: its layer's (nested) name, the variable, and the input axis for N:M patterns
-    (None where the kernel has no input-channel reduction: depthwise kernels and embedding tables)."""
-
-    layer: str
-    kind: str
-    variable: Any
-    input_axis: int | None
-
-    @property
-    def name(self) -> str:
-        return f"{self.layer}/{self.variable.name}"
-
-
-def _kernel_names(layer, keras) -> list[tuple[str, int | None]]:
-    L = keras.layers
-    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
-        return [("depthwise_kernel", None), ("pointwise_kernel", -2)]
-    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
-        return [("kernel", None)]
-    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
-        return [("kernel", -1)]  # (..., out, in)
-    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
-        return [("kernel", -2)]  # (..., in, out)
-    if isinstance(layer, L.Dense):
-        return [("kernel", 0)]  # (in, out)
-    if isinstance(layer, L.Embedding):
-        return [("embeddings", None)]
-    return []
-
-
-def prunable_weights(model) -> list[KerasWeight]:
-    """Every float kernel of a prunable layer, in layer order, descending into nested models."""
-
-    keras = import_keras()
-    found: list[KerasWeight] = []
-
-    def walk(layers, prefix: str) -> None:
-        for layer in layers:
-            name = f"{prefix}{layer.name}"
-            sub = getattr(layer, "layers", None)
-            if isinstance(layer, keras.Model) and sub:
-                walk(sub, f"{name}/")
-                continue
-            for attr, axis in _kernel_names(layer, keras):
-                var = next((v for v in layer.weights if v.name == attr), None)
-                if var is None or "float" not in str(var.dtype):
-                    continue  # unbuilt, or an int8-quantized kernel: nothing to prune by magnitude
-                found.append(KerasWeight(name, type(layer).__name__, var, axis))
-
-    walk(model.layers, "")
-    return found
 
 
 def keras_compile_config(path: Path) -> dict[str, Any]:
@@ -154,7 +99,6 @@ class PruneKeras:
         return Path(ctx.out_dir) / "keras" / self.file_name
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-
         check_sparsity(self.initial_sparsity, "--initial-sparsity")
         final = self.output_path(ctx)
         ensure_writable(final, ctx.force)

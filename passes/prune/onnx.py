@@ -11,8 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mdeploy.passes.backends.load import load_onnx_model
-from mdeploy.passes.backends.runtimes import onnx_session
+from mdeploy.passes.backends.onnxruntime import load_onnx_model, onnx_session
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import atomic_output, ensure_writable

@@ -13,7 +13,7 @@ import numpy as np
 
 from mdeploy.calibration.batches import LABELS, CalibrationSource, collect
 from mdeploy.calibration.sources import DataSpec, open_source
-from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.backends import load_runner
 from mdeploy.passes.checks.validate import Thresholds, validate
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput, PassFailed

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from mdeploy.calibration.adapters import OrtCalibrationReader
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.backends.load import load_onnx_model, onnx_signature
+from mdeploy.passes.backends.onnxruntime import load_onnx_model, onnx_signature
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import atomic_output

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from mdeploy.calibration.adapters import representative_dataset
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.backends.runtimes import litert_interpreter, tflite_signature
+from mdeploy.passes.backends.litert import litert_interpreter, tflite_signature
 from mdeploy.passes.backends.tf_env import import_tf
 from mdeploy.passes.convert import tflite_converter, write_tflite
 from mdeploy.passes.core.artifact import Artifact
@@ -56,7 +56,6 @@ class QuantizeTflite:
         return Path(ctx.out_dir) / "tflite" / (self.file_name or quantized_file_name(self.mode, ".tflite"))
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-
         tf = import_tf()
         final = self.output_path(ctx)
         workdir = Path(tempfile.mkdtemp(prefix="mdeploy-tflite-q-"))
@@ -66,7 +65,6 @@ class QuantizeTflite:
             if self.mode == "fp16":
                 converter.target_spec.supported_types = [tf.float16]
             elif self.mode == "int8":
-
                 calibration = require_calibration(self.mode, self.calibration, self.name)
                 converter.representative_dataset = representative_dataset(
                     calibration.open(artifact.inputs), {t.name: t.dtype for t in artifact.inputs})

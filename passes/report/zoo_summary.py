@@ -33,7 +33,6 @@ def model_summary(name: str, report: dict[str, Any] | None, status: str, seconds
 
 
 def write_summary(out_dir: Path, rows: list[dict[str, Any]], shard_spec: tuple[int, int] | None = None) -> Path:
-
     data = {"mdeploy_version": MDEPLOY_VERSION, "shard": list(shard_spec) if shard_spec else None,
             "models": sorted(rows, key=lambda r: r["name"]),
             "ok": all(r["status"] == "ok" for r in rows)}

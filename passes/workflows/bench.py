@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.bench import bench
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.report.update import add_bench, find_record

@@ -4,8 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mdeploy.passes.backends.load import open_artifact
-from mdeploy.passes.backends.runtimes import artifact_runner, run_batched
+from mdeploy.passes.backends import artifact_runner, open_artifact, run_batched
 from mdeploy.passes.checks.parity import PARITY_TOLERANCE, parity_check, parity_feeds
 from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import Artifact

@@ -16,7 +16,7 @@ from typing import Any
 from mdeploy.calibration import open_source
 from mdeploy.calibration.images import image_options as build
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.bench import bench
 from mdeploy.passes.checks.validate import Thresholds, validate
 from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
@@ -105,7 +105,6 @@ def image_options(recipe: Recipe):
 
 
 def _calibration_spec(recipe: Recipe):
-
     if recipe.calibration is None:
         return None
     return DataSpec(recipe.calibration, take=recipe.quantize.samples, image=image_options(recipe))
@@ -152,11 +151,9 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
             onnx_nodes.append(Node("onnx", ToOnnx(opset=recipe.opset), base))
             last = "onnx"
         if recipe.simplify:
-
             onnx_nodes.append(Node("onnx-sim", Simplify(data=calibration), last))
             last = "onnx-sim"
         if q.onnx:
-
             for mode in q.onnx:
                 onnx_nodes.append(Node(f"onnx-{mode}", QuantizeOnnx(mode=mode, format=q.format, per_channel=q.per_channel,
                                                                    method=q.method, exclude=q.exclude,
@@ -171,7 +168,6 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
     if want_edge:
         tf_nodes.append(Node("tflite", ToTflite(), tflite_input))
         if q.tflite:
-
             for mode in q.tflite:
                 tf_nodes.append(Node(f"tflite-{mode}", QuantizeTflite(mode=mode, io=q.io,
                                                                      calibration=calibration if mode == "int8" else None),
@@ -241,7 +237,6 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
         record = artifact_record(a, out_dir)
         record["target"] = DEPLOYMENT_TARGET.get(a.format)
         if "pruned" in produced and a.precision != "float32":
-
             record["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
             record["sparsity"] = survival["sparsity_after"]
         report.add_artifact(record)
@@ -276,7 +271,6 @@ def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recip
     cached = results.get(key)
     stage("validating " + ", ".join(a.name for a in candidates))
     if cached is None:
-
         data = open_source(spec, source.inputs, samples=300 if spec == "random" else None, image=image_options(recipe))
         result = validate(source, candidates, data, thresholds).to_dict()
         results.put(key, result)
@@ -329,7 +323,6 @@ def gate_ok(report) -> bool:
 
 
 def save_all(report, out_dir: Path) -> None:
-
     report.save(out_dir)
     write_text_atomic(out_dir / "report.md", to_markdown(report))
     write_text_atomic(out_dir / "report.html", to_html(report))

@@ -5,8 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.calibration import LABELS, collect, open_source
-from mdeploy.passes.backends.load import open_artifact
-from mdeploy.passes.backends.runtimes import artifact_runner, run_batched
+from mdeploy.passes.backends import artifact_runner, open_artifact, run_batched
 from mdeploy.passes.checks.compare import accuracy, is_classifier_output
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable

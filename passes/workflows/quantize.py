@@ -7,7 +7,7 @@ from typing import Any
 
 from mdeploy.calibration.batches import batch_size_of
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
@@ -115,7 +115,6 @@ def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset
 def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
                       exclude: tuple[str, ...], io: str, activations: str = "uint8"):
     if to == "onnx":
-
         if io != "float":
             raise BadInput("--io applies to --to tflite only", "ONNX int8 models keep float inputs and outputs (QDQ)")
         return QuantizeOnnx(mode=mode, format=format, per_channel=per_channel, method=method, exclude=exclude,

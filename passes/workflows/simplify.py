@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
 from mdeploy.passes.core.pipeline import Context, run_pass

@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 
 from mdeploy.calibration import open_source
-from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.validate import Thresholds, ValidationResult, validate
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.report.model import Report

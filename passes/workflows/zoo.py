@@ -116,7 +116,6 @@ def zoo(manifest: Path, out_dir: Path, *, jobs: int = 2, shard_spec: str | None 
 
 
 def zoo_merge(shard_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
-
     rows = merge_summaries(shard_dirs)
     write_summary(out_dir, rows)
     return json.loads((Path(out_dir) / SUMMARY_NAME).read_text())

@@ -118,18 +118,3 @@ def shard(models: list[ZooModel], spec: tuple[int, int] | None) -> list[ZooModel
     return [m for m in models if int(hashlib.sha256(m.name.encode()).hexdigest(), 16) % n == i - 1]
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.backends import load_runner
 
 
 def report_of(out):

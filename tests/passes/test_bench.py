@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.bench import bench, machine
 from mdeploy.passes.core.errors import BadInput
 
@@ -36,7 +36,7 @@ def test_bench_tflite_batched_with_threads(digits_converted):
 
 
 def test_bench_of_onnx_does_not_import_tensorflow(digits_converted):
-    code = ("import sys; from mdeploy.passes.checks.bench import bench; from mdeploy.passes.backends.load import open_artifact; "
+    code = ("import sys; from mdeploy.passes.checks.bench import bench; from mdeploy.passes.backends import open_artifact; "
             f"r = bench(open_artifact({str(digits_converted / 'onnx' / 'model.onnx')!r}), runs=2, warmup=0); "
             "assert r['latency_ms']['p50'] > 0; print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mdeploy.passes.backends.load import open_artifact
-from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.backends import load_runner, open_artifact
 
 
 def test_digits_converts_with_parity(digits_converted):

@@ -114,13 +114,13 @@ def _sha(path):
 
 @pytest.fixture(scope="module")
 def digits_source(digits_model):
-    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.backends import open_artifact
 
     return open_artifact(digits_model)
 
 
 def test_keras_50_percent_one_shot_keeps_accuracy_and_exact_sparsity(tmp_path, digits_model, digits_source, digits_validation):
-    from mdeploy.passes.backends.runtimes import load_keras_model
+    from mdeploy.passes.backends.tensorflow import load_keras_model
     from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
 
@@ -166,7 +166,7 @@ def test_keras_80_percent_with_fine_tuning_keeps_accuracy(tmp_path, digits_sourc
 
 
 def test_keras_2_4_pattern_every_group_of_four(tmp_path, digits_source, digits_validation):
-    from mdeploy.passes.backends.runtimes import load_keras_model
+    from mdeploy.passes.backends.tensorflow import load_keras_model
     from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
 
@@ -193,8 +193,8 @@ def test_keras_global_scope_hits_the_overall_target_with_uneven_layers(tmp_path,
 def test_separable_depthwise_embedding_pruned_normalization_untouched(tmp_path):
     import keras
 
-    from mdeploy.passes.backends.load import open_artifact
-    from mdeploy.passes.backends.runtimes import load_keras_model
+    from mdeploy.passes.backends import open_artifact
+    from mdeploy.passes.backends.tensorflow import load_keras_model
     from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
 
@@ -224,7 +224,7 @@ def test_separable_depthwise_embedding_pruned_normalization_untouched(tmp_path):
 
 
 def test_fine_tuning_needs_labels_and_a_loss(tmp_path, digits_source, tiny_keras, rng):
-    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.backends import open_artifact
     from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneKeras
 
@@ -248,7 +248,7 @@ def test_onnx_pruning_on_the_digits_export(tmp_path, digits_converted, digits_va
     import onnx
     from onnx import numpy_helper
 
-    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.backends import open_artifact
     from mdeploy.passes.core.pipeline import Context
     from mdeploy.passes.prune import PruneOnnx
 
@@ -306,7 +306,7 @@ def test_sparsity_survives_int8_onnx_and_tflite(tmp_path, digits_pruned, digits_
 
     import tensorflow as tf
 
-    from mdeploy.passes.backends.load import open_artifact
+    from mdeploy.passes.backends import open_artifact
     from mdeploy.passes.convert import tflite_converter
 
     calib = np.load(digits_calibration)["image"][:64]

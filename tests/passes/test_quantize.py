@@ -11,8 +11,7 @@ import onnx
 import pytest
 
 from mdeploy.calibration import DataSpec
-from mdeploy.passes.backends.load import open_artifact
-from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.backends import load_runner, open_artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.quantize import quantization_quality
@@ -95,7 +94,7 @@ def test_tflite_int8_integer_io(digits_model, digits_converted, cal, val, tmp_pa
 
 def test_onnx_quantization_never_imports_tensorflow(float_onnx, digits_calibration, tmp_path):
     code = ("import sys; from mdeploy.passes.quantize.onnx import QuantizeOnnx; from mdeploy.calibration import DataSpec;"
-            "from mdeploy.passes.backends.load import open_artifact; from mdeploy.passes.core.pipeline import Context, run_pass;"
+            "from mdeploy.passes.backends import open_artifact; from mdeploy.passes.core.pipeline import Context, run_pass;"
             f"a = open_artifact({str(float_onnx.path)!r});"
             f"run_pass(QuantizeOnnx(calibration=DataSpec({str(digits_calibration)!r}, take=64)), a, Context(out_dir={str(tmp_path)!r}), []);"
             "print('tensorflow' in sys.modules)")

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from mdeploy.passes.backends.runtimes import load_runner, run_batched
+from mdeploy.passes.backends import load_runner, run_batched
 
 
 def test_run_batched_feeds_a_static_batch_model_one_row_at_a_time(tmp_path):

@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from mdeploy.passes.backends.load import open_artifact
-from mdeploy.passes.backends.runtimes import load_runner
+from mdeploy.passes.backends import load_runner, open_artifact
 from mdeploy.passes.core.errors import BadInput, PassFailed
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.simplify import Simplify
@@ -57,7 +56,7 @@ def test_failure_keeps_the_input_as_skipped_and_strict_fails(tiny_dynamic_onnx, 
 
 
 def test_simplify_pass_never_imports_tensorflow(tiny_dynamic_onnx, tmp_path):
-    code = ("import sys; from mdeploy.passes.simplify import Simplify; from mdeploy.passes.backends.load import open_artifact;"
+    code = ("import sys; from mdeploy.passes.simplify import Simplify; from mdeploy.passes.backends import open_artifact;"
             "from mdeploy.passes.core.pipeline import Context, run_pass;"
             f"run_pass(Simplify(), open_artifact({str(tiny_dynamic_onnx)!r}), Context(out_dir={str(tmp_path)!r}), []);"
             "print('tensorflow' in sys.modules)")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mdeploy.calibration import open_source
-from mdeploy.passes.backends.load import open_artifact
+from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.validate import Failure, Thresholds, validate
 from mdeploy.passes.core.errors import BadInput
 

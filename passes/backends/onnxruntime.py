@@ -1,0 +1,136 @@
+"""The ONNX backend: the onnx package reads graphs (no TensorFlow), ONNX Runtime runs them."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy.passes.backends.runner import Backend, Feeds, Runner, weight_record, zero_like
+from mdeploy.passes.core.artifact import TensorSpec
+from mdeploy.passes.core.errors import BadInput, first_line
+
+_ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+              11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16", 8: "str"}
+
+
+def load_onnx_model(path: Path, load_external_data: bool = True):
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as e:
+        raise BadInput(f"{path} is not a valid ONNX model ({type(e).__name__}: {str(e).strip()[:200] or 'unreadable protobuf'})",
+                       "the file is truncated or not ONNX; re-export it") from e
+
+
+def onnx_signature(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    init = {i.name for i in model.graph.initializer}
+
+    def spec(v) -> TensorSpec:
+        t = v.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        return TensorSpec(v.name, dims, _ONNX_ELEM.get(t.elem_type, str(t.elem_type)))
+
+    if not model.graph.node and not model.graph.output:
+        raise BadInput("the ONNX file holds no graph", "the file is truncated or not an ONNX model; re-export it")
+    return (tuple(spec(v) for v in model.graph.input if v.name not in init), tuple(spec(v) for v in model.graph.output))
+
+
+_ONNX_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(bool)": "bool", "tensor(string)": "str",
+}
+
+
+def onnx_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise BadInput(f"{path}: ONNX Runtime cannot load this model ({first_line(e)})",
+                       "check the file is a complete .onnx model; `mdeploy inspect` shows what can be read") from e
+
+
+def _ort_spec(arg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, _ONNX_DTYPES.get(arg.type, arg.type))
+
+
+def _onnx_runner(path: Path, threads: int | None, trusted: bool = False) -> Runner:
+    sess = onnx_session(path, threads)
+    inputs = tuple(_ort_spec(a) for a in sess.get_inputs())
+    outputs = tuple(_ort_spec(a) for a in sess.get_outputs())
+    names = [o.name for o in outputs]
+
+    def run(feeds: Feeds) -> dict[str, np.ndarray]:
+        arrays = {t.name: np.asarray(feeds[t.name], dtype=t.dtype) for t in inputs}
+        return dict(zip(names, sess.run(names, arrays)))
+
+    return Runner("onnx", inputs, outputs, run)
+
+
+def _onnx_facts(path: Path) -> dict[str, Any]:
+    model = load_onnx_model(path)
+    # weights only: float and quantized-int initializers, not int64 shape constants
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in (1, 2, 3, 10, 11, 16))
+    opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
+    ops = Counter(n.op_type for n in model.graph.node)
+    return {"parameters": params, "opset": opsets.get("ai.onnx"), "opsets": opsets, "ops": ops,
+            "node_count": len(model.graph.node)}
+
+
+# weight input position and its zero-point input position (None: none) per consuming op
+_ONNX_WEIGHT_INPUTS = {"Conv": [(1, None)], "Gemm": [(1, None), (0, None)], "MatMul": [(1, None), (0, None)],
+                       "ConvInteger": [(1, 3)], "MatMulInteger": [(1, 3)], "QLinearConv": [(3, 5)],
+                       "QLinearMatMul": [(3, 5)]}
+
+
+def _onnx_tensors(path: Path) -> list[dict[str, Any]]:
+    from onnx import numpy_helper
+
+
+    model = load_onnx_model(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {out: n for n in model.graph.node for out in n.output}
+
+    def array(name: str):
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    records: dict[str, dict[str, Any]] = {}
+    for node in model.graph.node:
+        for w_pos, zp_pos in _ONNX_WEIGHT_INPUTS.get(node.op_type, []):
+            if len(node.input) <= w_pos:
+                continue
+            name = node.input[w_pos]
+            zp, axis = None, 0
+            if zp_pos is not None and len(node.input) > zp_pos and node.input[zp_pos]:
+                zp = array(node.input[zp_pos])
+                axis = -1 if node.op_type == "MatMulInteger" else 0
+            src = producers.get(name)
+            if src is not None and src.op_type == "DequantizeLinear" and src.input[0] in inits:
+                # QDQ: the int8 initializer is the stored weight; its zero point maps back to 0.0
+                name = src.input[0]
+                zp = array(src.input[2]) if len(src.input) > 2 and src.input[2] else None
+                axis = next((a.i for a in src.attribute if a.name == "axis"), 1)
+            values = array(name)
+            if values is None or values.ndim < 2 or name in records:
+                continue
+            records[name] = weight_record(name, values, zero_like(values, zp, axis))
+    return list(records.values())
+
+
+def _onnx_open(path: Path, trusted: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    return onnx_signature(load_onnx_model(path, load_external_data=False))
+
+
+ONNX = Backend("onnx", "onnxruntime", runner=_onnx_runner, signature=_onnx_open,
+               facts=lambda path, trusted: _onnx_facts(path), weights=lambda path, trusted: _onnx_tensors(path))
