@@ -192,15 +192,6 @@ class NpzSource:
         stop = self.total if self.stop is None else min(self.stop, self.total)
         return max(0, stop - self.start)
 
-    def slice(self, start: int, stop: int | None) -> NpzSource:
-        """A sub-range of the same file (used to hold calibration samples out for validation)."""
-        sub = NpzSource.__new__(NpzSource)
-        sub.__dict__.update(self.__dict__)
-        base_stop = self.total if self.stop is None else self.stop
-        sub.start = self.start + start
-        sub.stop = base_stop if stop is None else min(base_stop, self.start + stop)
-        return sub
-
     def __iter__(self) -> Iterator[Batch]:
         stop = self.total if self.stop is None else min(self.stop, self.total)
         keys = [k for k in self._keys if k not in LABEL_KEYS] + ([self._label_key] if self._label_key else [])
@@ -233,10 +224,6 @@ class DataSpec:
         if self.skip == 0 and self.take is None:
             return source
         return SampleWindow(source, self.skip, self.take)
-
-    @property
-    def is_random(self) -> bool:
-        return self.spec == "random"
 
 
 def open_source(spec: str, inputs: tuple[TensorSpec, ...], *, batch_size: int = 32, samples: int | None = None,

@@ -20,6 +20,7 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.cli._format import fmt_float, human_bytes
+from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.workflows.convert import convert, parse_targets
@@ -47,7 +48,7 @@ def convert_cli(
     model: ModelArg,
     to: Annotated[str, typer.Option("--to", help="Comma-separated targets: savedmodel,onnx,tflite.")] = "savedmodel,onnx,tflite",
     out_dir: OutDirOpt = Path("mdeploy-out"),
-    opset: OpsetOpt = 17,
+    opset: OpsetOpt = DEFAULT_OPSET,
     name: Annotated[str | None, typer.Option("--name", help="Model name in the TF Serving layout (default: file stem).")] = None,
     data: DataOpt = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Parity tolerance: max abs error <= tol * max(1, max|ref|).")] = 1e-4,

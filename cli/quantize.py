@@ -29,6 +29,7 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.cli._format import fmt_float, human_bytes
+from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.workflows.quantize import DEFAULT_SAMPLES, quantize
 
@@ -79,7 +80,7 @@ def quantize_cli(
     image_std: ImageStdOpt = None,
     image_layout: ImageLayoutOpt = None,
     image_color: ImageColorOpt = None,
-    opset: OpsetOpt = 17,
+    opset: OpsetOpt = DEFAULT_OPSET,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:

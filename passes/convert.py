@@ -280,5 +280,3 @@ class ToTflite:
         return artifact.derive(format="tflite", path=final, name="tflite", precision="float32",
                                produced_by={"pass": self.name, "params": pass_params(self)})
 
-
-CONVERSIONS = {"savedmodel": ToSavedModel, "onnx": ToOnnx, "tflite": ToTflite}

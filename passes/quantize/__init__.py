@@ -33,7 +33,7 @@ def quantized_file_name(mode: str, suffix: str, stem: str = "model") -> str:
     return f"{stem}.{FILE_TAG[mode]}{suffix}"
 
 
-def require_calibration(mode: str, calibration: DataSpec | None, pass_name: str) -> DataSpec:
+def require_calibration(calibration: DataSpec | None, pass_name: str) -> DataSpec:
     if calibration is None:
         raise BadInput(f"{pass_name}: int8 (static) quantization needs calibration data",
                        "pass --calibration DATA (a .npz, .csv, directory of .npy files or images, module:function) or `random`")

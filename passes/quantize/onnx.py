@@ -137,7 +137,7 @@ class QuantizeOnnx:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
 
-        calibration = require_calibration(self.mode, self.calibration, self.name)
+        calibration = require_calibration(self.calibration, self.name)
         pre = work / "preprocessed.onnx"
         try:
             quant_pre_process(str(artifact.path), str(pre))

@@ -65,7 +65,7 @@ class QuantizeTflite:
             if self.mode == "fp16":
                 converter.target_spec.supported_types = [tf.float16]
             elif self.mode == "int8":
-                calibration = require_calibration(self.mode, self.calibration, self.name)
+                calibration = require_calibration(self.calibration, self.name)
                 converter.representative_dataset = representative_dataset(
                     calibration.open(artifact.inputs), {t.name: t.dtype for t in artifact.inputs})
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.calibration.images import image_options
+from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.passes.core.errors import BadInput
 
 DEPLOYMENT_CHOICES = ("cloud", "edge", "all")
@@ -77,7 +78,7 @@ class Recipe:
     target: str = "all"
     calibration: str | None = None
     validation: str | None = None
-    opset: int = 17
+    opset: int = DEFAULT_OPSET
     simplify: bool = True
     jobs: int | None = None  # None: one branch process per 2 cores (see default_jobs)
     cache: bool = True
