@@ -26,7 +26,7 @@ from mdeploy.cli._common import (
 from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.report.render import to_table
 from mdeploy.passes.workflows.optimize import gate_ok, optimize
-from mdeploy.passes.workflows.recipe import Recipe, load_recipe
+from mdeploy.passes.workflows.recipe import load_recipe, with_fp16
 
 
 def optimize_cli(
@@ -66,12 +66,7 @@ def optimize_cli(
         overrides["bench.enabled"] = False
     base = load_recipe(recipe, overrides)
     if fp16:
-        import dataclasses
-
-        q = base.quantize
-        base = dataclasses.replace(base, quantize=dataclasses.replace(
-            q, onnx=tuple(dict.fromkeys((*q.onnx, "fp16"))), tflite=tuple(dict.fromkeys((*q.tflite, "fp16")))))
-    assert isinstance(base, Recipe)
+        base = with_fp16(base)
     with progress("optimizing", quiet=json_out) as on_stage:
         options = global_options(ctx)
         report = optimize(model, out_dir, base, force=force, on_stage=on_stage, trusted=options.unsafe_keras,

@@ -197,3 +197,10 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
 
     return dataclasses.replace(recipe, calibration=fix(recipe.calibration), validation=fix(recipe.validation),
                                prune=dataclasses.replace(recipe.prune, fine_tune=fix(recipe.prune.fine_tune)))
+
+
+def with_fp16(recipe: Recipe) -> Recipe:
+    """The recipe with fp16 added to both quantization targets (`optimize --fp16`)."""
+    q = recipe.quantize
+    return dataclasses.replace(recipe, quantize=dataclasses.replace(
+        q, onnx=tuple(dict.fromkeys((*q.onnx, "fp16"))), tflite=tuple(dict.fromkeys((*q.tflite, "fp16")))))
