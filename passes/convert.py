@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from mdeploy.passes.backends import load_runner
+import numpy as np
+
+from mdeploy.passes.backends import artifact_runner, load_runner, run_batched
 from mdeploy.passes.backends.litert import litert_interpreter
 from mdeploy.passes.backends.onnxruntime import onnx_session
 from mdeploy.passes.backends.tensorflow import load_keras_model, load_savedmodel, savedmodel_signature
 from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
+from mdeploy.passes.checks.compare import compare_outputs, worst
+from mdeploy.passes.checks.parity import parity_feeds
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import PassFailed, first_line
 from mdeploy.passes.core.fsio import atomic_output
@@ -110,6 +114,58 @@ def _onnx_problem(model_proto, path: Path) -> str | None:
     return None
 
 
+def _signature_problem(model_proto, artifact: Artifact) -> str | None:
+    """A route is only as good as its graph's interface: the source's inputs and outputs, by name. (tf2onnx can turn
+    a constant it failed to capture, such as a Normalization layer's mean, into an extra required input.)"""
+    initializers = {i.name for i in model_proto.graph.initializer}
+    got_in = sorted(i.name for i in model_proto.graph.input if i.name not in initializers)
+    got_out = sorted(o.name for o in model_proto.graph.output)
+    want_in, want_out = sorted(t.name for t in artifact.inputs), sorted(t.name for t in artifact.outputs)
+    if got_in != want_in:
+        return f"its inputs are {', '.join(got_in)}, not the model's {', '.join(want_in)}"
+    if got_out != want_out:
+        return f"its outputs are {', '.join(got_out)}, not the model's {', '.join(want_out)}"
+    return None
+
+
+class RouteEvidence:
+    """Whether a converted file computes what its source computes, on the parity inputs, before the route is accepted.
+
+    The bound is loose (1e-3 of the output range): it tells a broken route (lost constants, a wrong op rewrite)
+    from a working one; the strict verdict is the parity check the workflow runs afterwards."""
+
+    BOUND = 1e-3
+
+    def __init__(self, source: Artifact, data: str | None, seed: int):
+        self.source, self.data, self.seed = source, data, seed
+        self._reference: tuple[dict, dict] | None | bool = False  # False: not computed yet; None: source cannot run
+
+    def _load(self) -> tuple[dict, dict] | None:
+        if self._reference is False:
+            try:
+                feeds, _ = parity_feeds(self.source, self.data, self.seed)
+                self._reference = (feeds, run_batched(artifact_runner(self.source), feeds))
+            except Exception:  # noqa: BLE001 - no reference (e.g. inputs that cannot be generated): judge by signature only
+                self._reference = None
+        return self._reference
+
+    def problem(self, path: Path) -> str | None:
+        reference = self._load()
+        if reference is None:
+            return None
+        feeds, expected = reference
+        try:
+            got = run_batched(load_runner("onnx", path), feeds)
+            per_output = compare_outputs(expected, got)
+        except Exception as e:  # noqa: BLE001 - a graph that cannot run on the model's inputs is a failed route
+            return f"it does not run on the model's inputs ({first_line(e, 200)})"
+        scale = max(1.0, max(float(np.max(np.abs(v))) for v in expected.values()))
+        err = worst(per_output, "max_abs_error")
+        if not err <= self.BOUND * scale:
+            return f"its outputs differ from the model's (max abs error {err:.3g})"
+        return None
+
+
 def rename_graph_io(model_proto, renames: dict[str, str]) -> None:
     """Rename graph inputs/outputs (and every reference to them) in place."""
     graph = model_proto.graph
@@ -155,6 +211,7 @@ class ToOnnx:
 
         final = Path(ctx.out_dir) / "onnx" / self.file_name
         problems: list[str] = []
+        evidence = RouteEvidence(artifact, ctx.parity_data, ctx.seed)
         with atomic_output(final, ctx.force) as tmp:
             for route, convert in self._routes(artifact, tf2onnx):
                 try:
@@ -164,7 +221,8 @@ class ToOnnx:
                     continue
                 _name_batch_dims(model_proto)
                 onnx.save(model_proto, str(tmp))
-                problem = _onnx_problem(model_proto, tmp)
+                problem = (_onnx_problem(model_proto, tmp) or _signature_problem(model_proto, artifact)
+                           or evidence.problem(tmp))
                 if problem is None:
                     break
                 problems.append(f"{route}: {problem}")

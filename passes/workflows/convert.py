@@ -8,9 +8,9 @@ from mdeploy.passes.backends import artifact_runner, open_artifact, run_batched
 from mdeploy.passes.checks.parity import PARITY_TOLERANCE, parity_check, parity_feeds
 from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import Artifact
-from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.errors import EXIT_BAD_INPUT, BadInput, MdeployError, PassFailed
 from mdeploy.passes.core.fsio import ensure_writable
-from mdeploy.passes.core.pipeline import Context, run_pass
+from mdeploy.passes.core.pipeline import Context, Step, pass_params, run_pass
 from mdeploy.passes.report.model import Report, artifact_record
 
 CONVERT_FORMATS = ("savedmodel", "onnx", "tflite")
@@ -60,9 +60,18 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
     feeds, feeds_desc = parity_feeds(source, data)
     stage("running the source model")
     reference = run_batched(artifact_runner(source), feeds)
+    failures: list[tuple[str, MdeployError]] = []
     for p in passes:
         steps: list = []
-        artifact = run_pass(p, source, ctx, steps)
+        try:
+            artifact = run_pass(p, source, ctx, steps)
+        except MdeployError as e:  # each target stands alone: one failing never costs the others
+            if e.exit_code == EXIT_BAD_INPUT:
+                raise
+            failures.append((p.produces, e))
+            report.add_steps([Step(p.name, pass_params(p), str(source.path), "", 0.0, status="failed", note=e.message)])
+            report.warnings.append(f"{p.produces}: {e.message}")
+            continue
         stage(f"parity check: {artifact.name}")
         t0 = time.perf_counter()
         record = artifact_record(artifact, out_dir)
@@ -73,4 +82,9 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
         report.add_steps(steps)
     report.warnings.extend(ctx.warnings)
     report.save(out_dir)
+    if failures:
+        done = [p.produces for p in passes if p.produces not in dict(failures)]
+        first = failures[0][1]
+        raise PassFailed("; ".join(f"{fmt}: {e.message}" for fmt, e in failures)
+                         + (f" ({', '.join(done)} converted and recorded in report.json)" if done else ""), first.hint) from first
     return report

@@ -212,4 +212,7 @@ def test_unsupported_op_is_named_exit_3(mdeploy, unsupported_op_savedmodel, tmp_
     assert r.exit_code == 3, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert [ln.split(":")[0] for ln in lines] == ["error", "hint"] and "Igamma" in lines[0]
-    assert not [p for p in out.rglob("*") if p.is_file()]  # nothing half-written left behind
+    # nothing half-written left behind: the only file is the report, which records the failed target and no artifact
+    assert [p.name for p in out.rglob("*") if p.is_file()] == ["report.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["artifacts"] == [] and [s["status"] for s in report["steps"]] == ["failed"]

@@ -70,3 +70,30 @@ def test_onnx_source_has_nothing_to_convert(digits_converted, tmp_path):
 
     with pytest.raises(BadInput, match="already ONNX"):
         convert(digits_converted / "onnx" / "model.onnx", ["tflite"], tmp_path / "out")
+
+
+def test_normalization_layer_keeps_its_statistics_in_onnx(tmp_path):
+    """A Keras Normalization layer's adapted mean and variance must stay constants: a route whose graph asks for
+    them as inputs (tf2onnx's concrete-function route does) is refused, and the next route is taken."""
+    import keras
+
+    from mdeploy.passes.workflows.convert import convert
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(3.0, 2.0, (64, 8)).astype("float32")
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(x)
+    inp = keras.Input((8,), name="features")
+    out = keras.layers.Dense(3, activation="softmax", name="probs")(keras.layers.Dense(16, activation="relu")(norm(inp)))
+    path = tmp_path / "norm.keras"
+    keras.Model(inp, out).save(path)
+
+    report = convert(path, ["onnx", "tflite"], tmp_path / "out")
+    assert report.ok
+    onnx_art = open_artifact(tmp_path / "out" / "onnx" / "model.onnx")
+    assert [t.name for t in onnx_art.inputs] == ["features"]
+    feeds = {"features": x[:16]}
+    ref = load_runner("keras", path)(feeds)["probs"]
+    for fmt, file in (("onnx", "onnx/model.onnx"), ("tflite", "tflite/model.tflite")):
+        got = load_runner(fmt, tmp_path / "out" / file)(feeds)["probs"]
+        assert np.abs(got - ref).max() <= 1e-4
