@@ -13,7 +13,13 @@ import typer
 from typer.exceptions import TyperException
 
 from mdeploy.cli import _common, bench, convert, inspect, optimize, prune, quantize, report, simplify, validate, zoo
-from mdeploy.passes.core.errors import EXIT_BAD_INPUT, EXIT_PASS_FAILED, MdeployError, first_line
+from mdeploy.passes.core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_PASS_FAILED,
+    MdeployError,
+    environment_error,
+    first_line,
+)
 from mdeploy.passes.core.logs import configure_logging
 
 app = typer.Typer(
@@ -65,9 +71,12 @@ _register()
 
 
 def _print_error(message: str, hint: str) -> None:
-    _common.stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    # escaped: messages name outputs as `metric [output]`, which rich would take for markup and drop
+    _common.stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     if hint:
-        _common.stderr.print(f"[bold]hint:[/] {hint}", highlight=False)
+        _common.stderr.print(f"[bold]hint:[/] {escape(hint)}", highlight=False)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -103,6 +112,11 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback unless --debug
         if options.debug:
             _common.stderr.print_exception()
+        env = environment_error(e)
+        if env is not None:  # a full disk, a read-only or file-shaped OUTDIR: the user's to fix (exit 2)
+            _print_error(env.message, env.hint)
+            return env.exit_code
+
         _print_error(f"unexpected {type(e).__name__}: {first_line(e, empty='')}",
                      "re-run with --debug for the traceback, and report it if it looks like a bug")
         return EXIT_PASS_FAILED

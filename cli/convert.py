@@ -23,6 +23,7 @@ from mdeploy.cli._format import fmt_float, human_bytes
 from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.report.model import Report
+from mdeploy.passes.report.sections import Checks
 from mdeploy.passes.workflows.convert import convert, parse_targets
 
 
@@ -30,15 +31,15 @@ def render_artifacts(report: Report, out_dir: Path) -> None:
     from rich.table import Table
 
 
-    table = Table(title=f"mdeploy: {report.source.get('path')}")
+    table = Table(title=f"mdeploy: {report.source.path}")
     for col in ("artifact", "format", "precision", "size", "max abs err", "max rel err", "parity"):
         table.add_column(col, justify="right" if col in ("size", "max abs err", "max rel err") else "left",
                          no_wrap=col in ("artifact", "format", "precision"))
     for a in report.artifacts:
-        c = a.get("checks", {})
-        status = "-" if "passed" not in c else ("[green]ok[/]" if c["passed"] else "[red]FAILED[/]")
-        table.add_row(a["name"], a["format"], a["precision"], human_bytes(a["size_bytes"]),
-                      fmt_float(c.get("max_abs_error"), 6), fmt_float(c.get("max_rel_error"), 6), status)
+        c = a.checks or Checks()
+        status = "-" if c.passed is None else ("[green]ok[/]" if c.passed else "[red]FAILED[/]")
+        table.add_row(a.name, a.format, a.precision, human_bytes(a.size_bytes),
+                      fmt_float(c.max_abs_error, 6), fmt_float(c.max_rel_error, 6), status)
     stdout.print(table)
     stdout.print(f"report: {out_dir / 'report.json'}", highlight=False)
 
@@ -66,8 +67,8 @@ def convert_cli(
         for w in report.warnings:
             warn(w)
         render_artifacts(report, out_dir)
-    if not report.ok:
-        failed = [a["name"] for a in report.artifacts if a.get("checks", {}).get("passed") is False]
+    failed = [a.name for a in report.artifacts if a.checks is not None and a.checks.passed is False]
+    if failed:
 
         raise CheckFailed(f"parity check failed for {', '.join(failed)}",
                           "see max_abs_error in report.json; a converter changed the numbers beyond --tolerance")

@@ -23,9 +23,17 @@ from mdeploy.cli._common import (
     stdout,
     warn,
 )
-from mdeploy.passes.core.errors import CheckFailed
+from mdeploy.cli.gate_options import (
+    MaxAbsErrorOpt,
+    MaxAccuracyDropOpt,
+    MaxRelErrorOpt,
+    MinAgreementOpt,
+    MinSqnrOpt,
+    StrictGateOpt,
+    raise_for_verdict,
+)
 from mdeploy.passes.report.render import to_table
-from mdeploy.passes.workflows.optimize import gate_ok, optimize
+from mdeploy.passes.workflows.optimize import optimize
 from mdeploy.passes.workflows.recipe import load_recipe, with_fp16
 
 
@@ -38,7 +46,12 @@ def optimize_cli(
     validation: Annotated[str | None, typer.Option("--validation", help="Held-out data (with labels for accuracy) every artifact is validated on.")] = None,
     sparsity: Annotated[float | None, typer.Option("--sparsity", help="Magnitude-prune the Keras model to this sparsity before quantizing.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="TOML recipe; flags given on the command line override it.")] = None,
-    max_accuracy_drop: Annotated[float | None, typer.Option("--max-accuracy-drop", help="Accuracy budget (fraction): artifacts over it are rejected. [default: 0.01]")] = None,
+    max_accuracy_drop: MaxAccuracyDropOpt = None,
+    min_agreement: MinAgreementOpt = None,
+    min_sqnr: MinSqnrOpt = None,
+    max_abs_error: MaxAbsErrorOpt = None,
+    max_rel_error: MaxRelErrorOpt = None,
+    strict: StrictGateOpt = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also produce fp16 ONNX and TFLite.")] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Processes for the ONNX and TFLite branches (1 = serial). [default: 2 on 4+ cores, else 1]")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step instead of reusing cached results.")] = False,
@@ -56,7 +69,9 @@ def optimize_cli(
     """Convert, simplify, quantize (and prune), validate, bench and report, in one verified pipeline."""
 
     overrides = {"target": target, "calibration": calibration, "validation": validation, "prune.sparsity": sparsity,
-                 "validate.max_accuracy_drop": max_accuracy_drop, "jobs": jobs,
+                 "validate.max_accuracy_drop": max_accuracy_drop, "validate.min_agreement": min_agreement,
+                 "validate.min_sqnr": min_sqnr, "validate.max_abs_error": max_abs_error,
+                 "validate.max_rel_error": max_rel_error, "validate.strict": strict or None, "jobs": jobs,
                  "cache_dir": str(cache_dir) if cache_dir else None, "images.size": image_size,
                  "images.scale": image_scale, "images.mean": image_mean, "images.std": image_std,
                  "images.layout": image_layout, "images.color": image_color}
@@ -78,8 +93,4 @@ def optimize_cli(
             warn(w)
         stdout.print(to_table(report))
         stdout.print(f"reports: {out_dir / 'report.json'}, report.md, report.html", highlight=False)
-    if not gate_ok(report):
-        gate = report.extra["gate"]
-        missing = [t for t, v in gate["targets"].items() if not v["ok"]]
-        raise CheckFailed(f"no {' or '.join(missing)} artifact passed the gate (max accuracy drop {gate['max_accuracy_drop']:g})",
-                          "see report.md: loosen --max-accuracy-drop, give better --calibration data, or lower --sparsity")
+    raise_for_verdict(report.verdict)

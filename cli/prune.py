@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,16 +18,17 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.cli._format import human_bytes
+from mdeploy.passes.report.sections import ArtifactRecord
 from mdeploy.passes.workflows.prune import prune
 
 
-def render_pruning(record: dict[str, Any], out_dir: Path) -> None:
+def render_pruning(record: ArtifactRecord, out_dir: Path) -> None:
     from rich.table import Table
 
 
-    p = record["pruning"]
+    p = record.pruning.to_dict()
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
-    title = f"mdeploy prune: {record['path']} ({p['scope']}{', ' + p['pattern'] if p['pattern'] else ''})"
+    title = f"mdeploy prune: {record.path} ({p['scope']}{', ' + p['pattern'] if p['pattern'] else ''})"
     table = Table(title=title)
     for col in ("layer", "kind", "shape", "params", "target", "achieved", "note"):
         table.add_column(col, justify="right" if col in ("params", "target", "achieved") else "left")
@@ -48,7 +49,7 @@ def render_pruning(record: dict[str, Any], out_dir: Path) -> None:
     if p.get("accuracy_before") is not None:
         stdout.print(f"accuracy on {p['accuracy_data']}: {100 * p['accuracy_before']:.2f}% -> "
                      f"{100 * p['accuracy_after']:.2f}%", highlight=False)
-    stdout.print(f"output: {out_dir / record['path']}\nreport: {out_dir / 'report.json'}", highlight=False)
+    stdout.print(f"output: {out_dir / record.path}\nreport: {out_dir / 'report.json'}", highlight=False)
 
 
 def prune_cli(
@@ -83,7 +84,7 @@ def prune_cli(
                        begin_step=begin_step, end_step=end_step, frequency=frequency, data=data, force=force,
                        seed=seed, on_stage=on_stage)
     record = report.artifacts[-1]  # add_artifact appends
-    for w in record["pruning"]["warnings"]:
+    for w in record.pruning.warnings or []:
         warn(w)
     if json_out:
         emit_json(report.to_dict())

@@ -30,6 +30,15 @@ from mdeploy.cli._common import (
 )
 from mdeploy.cli._format import fmt_float, human_bytes
 from mdeploy.passes.convert import DEFAULT_OPSET
+from mdeploy.cli.gate_options import (
+    MaxAbsErrorOpt,
+    MaxAccuracyDropOpt,
+    MaxRelErrorOpt,
+    MinAgreementOpt,
+    MinSqnrOpt,
+    thresholds,
+)
+from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.workflows.quantize import DEFAULT_SAMPLES, quantize
 
@@ -39,19 +48,24 @@ def render_quality(report: Report, out_dir: Path, names: list[str]) -> None:
 
 
     table = Table(title=f"mdeploy quantize: {report.source.get('path')}")
-    for col in ("artifact", "precision", "size", "size ratio", "top-1 agree", "max abs err", "SQNR dB", "accuracy", "drop"):
+    for col in ("artifact", "precision", "size", "size ratio", "top-1 agree", "max abs err", "SQNR dB", "accuracy", "Δacc", "gate"):
         table.add_column(col, justify="left" if col in ("artifact", "precision") else "right", no_wrap=col == "artifact")
+    verdict = report.verdict
     for a in report.artifacts:
-        q = a.get("quality")
-        if not q or a["name"] not in names:
+        q = a.quality
+        if q is None or a.name not in names:
             continue
-        acc = "-" if q.get("accuracy") is None else f"{q['parent_accuracy']:.4f} -> {q['accuracy']:.4f}"
-        drop = "-" if q.get("accuracy_drop") is None else f"{100 * q['accuracy_drop']:+.2f} pt"
-        table.add_row(a["name"], a["precision"], human_bytes(a["size_bytes"]), f"{q['size_ratio']:.3f}",
-                      fmt_float(q.get("top1_agreement"), 4), fmt_float(q.get("max_abs_error"), 5),
-                      fmt_float(q.get("sqnr_db"), 1), acc, drop)
+        acc = "-" if q.accuracy is None else f"{q.parent_accuracy:.4f} -> {q.accuracy:.4f}"
+        change = "-" if q.accuracy_drop is None else f"{0.0 - 100 * q.accuracy_drop:+.2f} pp"
+        v = verdict.artifacts[a.name]
+        status = {"ok": "[green]ok[/]", "rejected": "[red]rejected[/]"}.get(v.status, "not gated")
+        table.add_row(a.name, a.precision, human_bytes(a.size_bytes), f"{q.size_ratio:.3f}",
+                      fmt_float(q.top1_agreement, 4), fmt_float(q.max_abs_error, 5),
+                      fmt_float(q.sqnr_db, 1), acc, change, status)
+        if v.gate:
+            stdout.print(f"{a.name} gate: {v.gate}", highlight=False)
     stdout.print(table)
-    stdout.print(f"held-out data: {', '.join(sorted({report.artifact(n)['quality']['data'] for n in names}))}", highlight=False)
+    stdout.print(f"held-out data: {', '.join(sorted({report.artifact(n).quality.data for n in names}))}", highlight=False)
     stdout.print(f"report: {out_dir / 'report.json'}", highlight=False)
 
 
@@ -81,6 +95,12 @@ def quantize_cli(
     image_layout: ImageLayoutOpt = None,
     image_color: ImageColorOpt = None,
     opset: OpsetOpt = DEFAULT_OPSET,
+    max_accuracy_drop: MaxAccuracyDropOpt = None,
+    min_agreement: MinAgreementOpt = None,
+    min_sqnr: MinSqnrOpt = None,
+    max_abs_error: MaxAbsErrorOpt = None,
+    max_rel_error: MaxRelErrorOpt = None,
+    no_gate: Annotated[bool, typer.Option("--no-gate", help="Measure the quantized artifact but never fail on it.")] = False,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -93,10 +113,18 @@ def quantize_cli(
                           calibration=calibration, validation=validation,
                           samples=samples, method=method.lower(), format=quant_format.lower(), per_channel=not per_tensor,
                           exclude=_split(exclude), io=io.lower(), activations=activations.lower(), image=image, opset=opset,
+                          thresholds=thresholds(max_accuracy_drop, min_agreement, min_sqnr, max_abs_error, max_rel_error,
+                                                enabled=not no_gate),
                           force=force, on_stage=on_stage)
+    name = f"{to.lower()}-{mode.lower()}"
     if json_out:
         emit_json(report.to_dict())
-        return
-    for w in report.warnings:
-        warn(w)
-    render_quality(report, out_dir, [f"{to.lower()}-{mode.lower()}"])
+    else:
+        for w in report.warnings:
+            warn(w)
+        render_quality(report, out_dir, [name])
+    verdict = report.verdict.artifacts[name]
+    if verdict.status == "rejected":
+        raise CheckFailed(f"{verdict.reason} (gate: {verdict.gate})",
+                          "loosen that bound if the loss is acceptable, give better --calibration data, "
+                          "or --no-gate to keep the artifact without failing")

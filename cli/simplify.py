@@ -27,9 +27,9 @@ def render_summary(report: Report, out: Path) -> None:
     from rich.table import Table
 
 
-    summary = report.artifact("onnx-simplified")["simplify"]
+    summary = report.artifact("onnx-simplified").extra["simplify"]
     before, after = summary["before"], summary["after"]
-    table = Table(title=f"mdeploy simplify: {report.source.get('path')}")
+    table = Table(title=f"mdeploy simplify: {report.source.path}")
     for col in ("", "before", "after"):
         table.add_column(col, justify="left" if not col else "right")
     for op in sorted(set(before["ops"]) | set(after["ops"])):

@@ -8,7 +8,15 @@ import typer
 
 from mdeploy.cli._common import JsonOpt, emit_json, global_options, progress, stderr, stdout
 from mdeploy.cli._format import fmt_float
-from mdeploy.passes.checks.validate import Thresholds, ValidationResult
+from mdeploy.cli.gate_options import (
+    MaxAbsErrorOpt,
+    MaxAccuracyDropOpt,
+    MaxRelErrorOpt,
+    MinAgreementOpt,
+    MinSqnrOpt,
+    thresholds,
+)
+from mdeploy.passes.checks.validate import ValidationResult
 from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.workflows.validate import validate_models
 
@@ -57,6 +65,8 @@ def render(result: ValidationResult) -> None:
     for c in result.candidates:
         if c.layout:
             stdout.print(f"{c.name}: {c.layout}", highlight=False)
+        for out, g in c.gates.items():
+            stdout.print(f"{c.name} gate{f' [{out}]' if multi else ''}: {g.why}", highlight=False)
         for f in c.failures:
             stdout.print(f"[red]FAIL[/] {f}", highlight=False)
 
@@ -66,10 +76,11 @@ def validate_cli(
     reference: Annotated[Path, typer.Argument(help="The model the candidates are compared with.", show_default=False)],
     candidates: Annotated[list[Path], typer.Argument(help="One or more candidate models.", show_default=False)],
     data: Annotated[str, typer.Option("--data", help="Validation data: .npz keyed by input name (labels under `labels`/`y` give accuracy), a .npy directory, images, .csv.", show_default=False)],
-    max_accuracy_drop: Annotated[float | None, typer.Option("--max-accuracy-drop", help="Fail when accuracy drops more than this (fraction; needs labels).")] = 0.01,
-    min_agreement: Annotated[float | None, typer.Option("--min-agreement", help="Fail when top-1 agreement with the reference is below this.")] = 0.99,
-    max_abs_error: Annotated[float | None, typer.Option("--max-abs-error", help="Fail when any output's max abs error exceeds this (off by default).")] = None,
-    min_sqnr: Annotated[float | None, typer.Option("--min-sqnr", help="Fail when any output's SQNR (dB) is below this (off by default).")] = None,
+    max_accuracy_drop: MaxAccuracyDropOpt = None,
+    min_agreement: MinAgreementOpt = None,
+    max_abs_error: MaxAbsErrorOpt = None,
+    min_sqnr: MinSqnrOpt = None,
+    max_rel_error: MaxRelErrorOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per runtime call.")] = 64,
     limit: Annotated[int | None, typer.Option("--limit", help="Use at most this many samples.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="Runtime threads (default: the runtime's own).")] = None,
@@ -77,9 +88,9 @@ def validate_cli(
     json_out: JsonOpt = False,
 ) -> None:
     """Compare candidates with a reference on the same data; exit 1 when one breaks a threshold."""
-    thresholds = Thresholds(max_accuracy_drop, min_agreement, max_abs_error, min_sqnr)
+    bounds = thresholds(max_accuracy_drop, min_agreement, min_sqnr, max_abs_error, max_rel_error)
     with progress("validating", quiet=json_out):
-        result = validate_models(reference, candidates, data, thresholds, trusted=global_options(ctx).unsafe_keras, out_dir=out_dir, batch_size=batch_size,
+        result = validate_models(reference, candidates, data, bounds, trusted=global_options(ctx).unsafe_keras, out_dir=out_dir, batch_size=batch_size,
                                  limit=limit, threads=threads)
     if json_out:
         emit_json(result.to_dict())
@@ -92,4 +103,4 @@ def validate_cli(
     if not result:
         lines = "; ".join(str(f) for f in result.failures)
         raise CheckFailed(f"validation failed: {lines}",
-                          f"thresholds were: {thresholds.describe()}; loosen them with the flags or fix the candidate")
+                          f"bounds were: {bounds.describe()}; loosen them with the flags or fix the candidate")

@@ -23,7 +23,7 @@ from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
 from mdeploy.passes.checks.compare import compare_outputs, worst
 from mdeploy.passes.checks.parity import parity_feeds
 from mdeploy.passes.core.artifact import Artifact
-from mdeploy.passes.core.errors import PassFailed, first_line
+from mdeploy.passes.core.errors import PassFailed, environment_error, last_meaningful_line
 from mdeploy.passes.core.fsio import atomic_output
 from mdeploy.passes.core.pipeline import Context, pass_params
 
@@ -217,7 +217,10 @@ class ToOnnx:
                 try:
                     model_proto = convert()
                 except Exception as e:  # noqa: BLE001 - a route failing is expected; the next one may work
-                    problems.append(f"{route}: {type(e).__name__}: {first_line(e, 200, empty='')}")
+                    env = environment_error(e)
+                    if env is not None:  # a full or read-only disk fails every route alike
+                        raise env from e
+                    problems.append(f"{route}: {type(e).__name__}: {last_meaningful_line(e, empty='')}")
                     continue
                 _name_batch_dims(model_proto)
                 onnx.save(model_proto, str(tmp))
@@ -311,7 +314,11 @@ def write_tflite(converter, final: Path, force: bool, verify=None) -> None:
         if ops:
             raise PassFailed(f"the TFLite converter cannot convert op(s) {', '.join(ops)}: not TFLite builtins",
                              "replace the named op(s) in the model; TFLite has no kernel for them") from e
-        raise PassFailed(f"the TFLite converter failed: {first_line(e)}", "run with --debug for the converter's full message") from e
+        env = environment_error(e)
+        if env is not None:
+            raise env from e
+        raise PassFailed(f"the TFLite converter failed: {last_meaningful_line(e)}",
+                         "run with --debug for the converter's full message") from e
     with atomic_output(final, force) as tmp:
         tmp.write_bytes(flatbuffer)
         load_runner("tflite", tmp)  # never publish what LiteRT cannot load

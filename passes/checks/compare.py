@@ -44,11 +44,14 @@ def sqnr_db(ref: np.ndarray, cand: np.ndarray) -> float:
 
 
 def topk_agreement(ref: np.ndarray, cand: np.ndarray, k: int) -> float:
-    """Fraction of rows whose reference top-1 class is among the candidate's top-k."""
+    """Fraction of rows whose reference top-1 class is among the candidate's top-k.
+
+    One tie rule everywhere, as accuracy's argmax: among equal scores the lowest class index ranks first
+    (a stable sort), so a tied int8 output counts as agreeing exactly when its argmax does."""
     if ref.shape[1] < k:
         return float("nan")
     top1 = np.argmax(ref, axis=1)
-    topk = np.argsort(-cand, axis=1)[:, :k]
+    topk = np.argsort(-cand, axis=1, kind="stable")[:, :k]
     return float(np.mean(np.any(topk == top1[:, None], axis=1)))
 
 
@@ -93,7 +96,8 @@ def worst(per_output: Mapping[str, Mapping[str, float]], metric: str) -> float:
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of a (batch, classes) output against integer (or one-hot) labels."""
+    """Top-1 accuracy of a (batch, classes) output against integer (or one-hot) labels; ties go to the lowest
+    class index (argmax), the rule top-k agreement uses too."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
         labels = np.argmax(labels, axis=1)

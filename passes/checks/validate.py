@@ -6,7 +6,7 @@ passed. Metrics come from passes/compare.py; runtimes only through passes/runtim
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,55 +14,24 @@ import numpy as np
 from mdeploy.calibration import LABELS
 from mdeploy.passes.backends import artifact_runner, run_batched
 from mdeploy.passes.checks.compare import accuracy, compare_outputs, is_classifier_output, match_outputs, worst
+from mdeploy.passes.checks.gates import (
+    CLASSIFICATION,
+    CLASSIFIER_UNLABELLED,
+    UNLABELLED,
+    Failure,
+    OutputGate,
+    Thresholds,
+    apply,
+    check_labels,
+    label_output,
+    output_gate,
+    regression_metrics,
+)
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
 from mdeploy.passes.core.errors import BadInput, first_line
 
-# Which metrics a threshold bounds, and in which direction. Agreement is top-1 agreement with the reference.
-GATED = {
-    "max_accuracy_drop": ("accuracy_drop", "max"),
-    "min_agreement": ("top1_agreement", "min"),
-    "max_abs_error": ("max_abs_error", "max"),
-    "min_sqnr": ("sqnr_db", "min"),
-}
 SUMMARY_METRICS = ("max_abs_error", "mean_abs_error", "max_rel_error", "cosine_similarity", "sqnr_db",
                    "top1_agreement", "top5_agreement", "nan_count", "inf_count")
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The gate. None switches a bound off. NaN/Inf in a candidate whose reference is finite always fails."""
-
-    max_accuracy_drop: float | None = 0.01
-    min_agreement: float | None = 0.99
-    max_abs_error: float | None = None
-    min_sqnr: float | None = None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        parts = [f"{k.replace('_', '-')} {v:g}" for k, v in self.to_dict().items() if v is not None]
-        return ", ".join(parts) if parts else "none"
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One broken threshold: which candidate, which metric (of which output), its value and the bound."""
-
-    candidate: str
-    metric: str
-    value: float
-    threshold: float
-    output: str | None = None
-
-    def __str__(self) -> str:
-        where = f" [{self.output}]" if self.output else ""
-        op = "<" if self.metric in ("top1_agreement", "sqnr_db") else ">"
-        bound = "min" if op == "<" else "max"
-        return f"{self.candidate}: {self.metric}{where} = {_num(self.value)} {op} {bound} {_num(self.threshold)}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -76,6 +45,7 @@ class CandidateResult:
     accuracy_drop: float | None = None
     layout: str | None = None  # e.g. "inputs NHWC->NCHW" when feeds were transposed for this candidate
     failures: list[Failure] = field(default_factory=list)
+    gates: dict[str, OutputGate] = field(default_factory=dict)  # output -> the gate it was held to (empty: not gated)
 
     @property
     def passed(self) -> bool:
@@ -95,7 +65,8 @@ class CandidateResult:
         return {"name": self.name, "format": self.format, "path": self.path, "precision": self.precision,
                 "passed": self.passed, "accuracy": self.accuracy, "accuracy_drop": self.accuracy_drop,
                 **self.summary(), "layout": self.layout, "outputs": self.outputs,
-                "failures": [f.to_dict() for f in self.failures]}
+                "failures": [f.to_dict() for f in self.failures],
+                "gates": {k: g.to_dict() for k, g in self.gates.items()} if self.gates else None}
 
 
 @dataclass
@@ -126,10 +97,6 @@ class ValidationResult:
                 "reference_accuracy": self.reference_accuracy, "thresholds": self.thresholds.to_dict(),
                 "passed": self.passed, "failures": [f.to_dict() for f in self.failures],
                 "candidates": [c.to_dict() for c in self.candidates]}
-
-
-def _num(x: float) -> str:
-    return f"{x:.6g}" if isinstance(x, float) else str(x)
 
 
 # --------------------------------------------------------------------------- inputs: names and layout
@@ -210,45 +177,17 @@ def _run(runner, feeds: dict[str, np.ndarray], name: str) -> dict[str, np.ndarra
                        "the data does not match the model's inputs; `mdeploy inspect MODEL` shows them") from e
 
 
-# --------------------------------------------------------------------------- the gate
-
-def gate(c: CandidateResult, ref_outputs: dict[str, np.ndarray], thresholds: Thresholds) -> list[Failure]:
-    failures: list[Failure] = []
-    multi = len(c.outputs) > 1
-    for out_name, metrics in c.outputs.items():
-        where = out_name if multi else None
-        ref_finite = bool(np.all(np.isfinite(ref_outputs[out_name])))
-        for count in ("nan_count", "inf_count"):
-            if ref_finite and metrics.get(count, 0) > 0:
-                failures.append(Failure(c.name, count, metrics[count], 0, where))
-        for key in ("min_agreement", "max_abs_error", "min_sqnr"):
-            bound = getattr(thresholds, key)
-            metric, kind = GATED[key]
-            if bound is None or metric not in metrics:
-                continue
-            v = float(metrics[metric])
-            if math.isnan(v) or (v > bound if kind == "max" else v < bound):
-                failures.append(Failure(c.name, metric, v, bound, where))
-    if thresholds.max_accuracy_drop is not None and c.accuracy_drop is not None:
-        if c.accuracy_drop > thresholds.max_accuracy_drop:
-            failures.append(Failure(c.name, "accuracy_drop", c.accuracy_drop, thresholds.max_accuracy_drop))
-    return failures
-
-
-def _label_output(outputs: dict[str, np.ndarray]) -> str | None:
-    """The output labels are scored against: the first classifier-shaped one."""
-    return next((k for k, v in outputs.items() if is_classifier_output(v)), None)
-
-
 # --------------------------------------------------------------------------- validate
 
-def validate(reference: Artifact, candidates: list[Artifact], source, thresholds: Thresholds = Thresholds(),
+def validate(reference: Artifact, candidates: list[Artifact], source, thresholds: Thresholds | None = Thresholds(),
              limit: int | None = None, threads: int | None = None) -> ValidationResult:
     """Run `reference` and each candidate on every batch of `source` and compare each candidate with the reference.
 
     `source` is a calibration source (see calibration.open_source) opened against the reference's inputs,
-    so data that does not fit the model raises BadInput on the first batch. Labels, when present, give
-    accuracy and its drop. Raises BadInput when a candidate's inputs or outputs do not match the reference's.
+    so data that does not fit the model raises BadInput on the first batch. Labels, when present, are checked
+    (gates.check_labels) and give accuracy and its drop, or the MSE/MAE increase of a regressor. Each output is
+    gated by its task (passes/checks/gates.py); `thresholds=None` measures without gating. Raises BadInput when a
+    candidate's inputs or outputs do not match the reference's.
     """
 
     if not candidates:
@@ -285,9 +224,13 @@ def validate(reference: Artifact, candidates: list[Artifact], source, thresholds
         raise BadInput(f"{source.description}: no samples", "give a data file with at least one sample")
 
     ref_all = {k: np.concatenate([p[k] for p in ref_parts]) for k in ref_parts[0]}
-    y_all = np.concatenate(labels) if labels and len(labels) == len(ref_parts) else None
-    label_out = _label_output(ref_all) if y_all is not None else None
-    ref_acc = accuracy(ref_all[label_out], y_all) if label_out else None
+    if labels and len(labels) != len(ref_parts):
+        raise BadInput(f"{source.description}: some batches have labels and some do not", "label every sample or none")
+    y_raw = np.concatenate(labels) if labels else None
+    label_out = label_output(ref_all, y_raw)
+    task, y_all = check_labels(y_raw, ref_all[label_out], n, source.description) if label_out else (None, None)
+    ref_acc = accuracy(ref_all[label_out], y_all) if task == CLASSIFICATION else None
+    ref_finite = {k: bool(np.all(np.isfinite(v))) for k, v in ref_all.items()}
 
     results = []
     for cand, parts, plan in zip(candidates, cand_parts, plans):
@@ -296,12 +239,26 @@ def validate(reference: Artifact, candidates: list[Artifact], source, thresholds
         acc = drop = None
         if label_out is not None:
             cand_name = dict(match_outputs(ref_all, cand_all))[label_out]
-            acc = accuracy(cand_all[cand_name], y_all)
-            drop = ref_acc - acc
+            if task == CLASSIFICATION:
+                acc = accuracy(cand_all[cand_name], y_all)
+                drop = ref_acc - acc
+                per_output[label_out].update(accuracy=acc, accuracy_drop=drop)
+            else:
+                per_output[label_out].update(regression_metrics(ref_all[label_out], cand_all[cand_name], y_all))
         c = CandidateResult(cand.name, cand.format, str(cand.path), cand.precision, per_output, acc, drop, plan[1])
-        c.failures = gate(c, ref_all, thresholds)
+        if thresholds is not None and thresholds.enabled:
+            c.gates = {out: output_gate(_task(out, label_out, task, ref_all[out]), m, thresholds)
+                       for out, m in per_output.items()}
+            c.failures = apply(c.name, c.gates, per_output, ref_finite)
         results.append(c)
-    return ValidationResult(reference.name, source.description, n, thresholds, results, ref_acc, y_all is not None)
+    return ValidationResult(reference.name, source.description, n, thresholds or Thresholds(enabled=False), results,
+                            ref_acc, y_all is not None)
+
+
+def _task(out: str, label_out: str | None, task: str | None, ref: np.ndarray) -> str:
+    if out == label_out and task is not None:
+        return task
+    return CLASSIFIER_UNLABELLED if is_classifier_output(ref) else UNLABELLED
 
 
 def _check_outputs(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], name: str) -> None:

@@ -11,14 +11,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.errors import EnvironmentProblem
 
 
 def ensure_writable(path: Path, force: bool) -> None:
     """Fail before any work is done if `path` exists and --force was not given."""
     path = Path(path)
     if path.exists() and not force:
-        raise BadInput(f"{path} already exists", "pass --force to overwrite it, or choose another output directory")
+        raise EnvironmentProblem(f"{path} already exists", "pass --force to overwrite it, or choose another output directory")
 
 
 def _remove(path: Path) -> None:

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
-from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
+from mdeploy.passes.core.errors import (
+    BadInput,
+    EnvironmentProblem,
+    MdeployError,
+    PassFailed,
+    environment_error,
+    last_meaningful_line,
+)
 from mdeploy.passes.core.fsio import write_text_atomic
 from mdeploy.passes.core.logs import configure_logging
 
@@ -176,14 +183,27 @@ def run_pass(p: Pass, artifact: Artifact, ctx: Context, steps: list[Step]) -> Ar
     except MdeployError:
         raise
     except Exception as e:  # a converter's own exception: name the pass and keep the cause for --debug
-        raise PassFailed(f"pass '{p.name}' failed on {artifact.name}: {type(e).__name__}: {first_line(e, empty='')}",
-                         "run with --debug for the full traceback; if an op is unsupported, try another --opset") from e
+        env = environment_error(e)
+        if env is not None:  # a full disk or a read-only OUTDIR is the user's to fix, not the pass's failure
+            raise env from e
+        raise pass_failure(p.name, artifact.name, e) from e
     result = out if isinstance(out, PassResult) else PassResult(out)
     if cache:
         cache.put(key, result)
     steps.append(Step(p.name, pass_params(p), str(artifact.path), str(result.artifact.path), time.perf_counter() - t0,
                       status=result.status, note=result.note))
     return result.artifact
+
+
+def pass_failure(pass_name: str, input_name: str, e: BaseException) -> PassFailed:
+    """A pass's own exception as PassFailed: the converter's actionable line, and a hint that fits it."""
+    line = last_meaningful_line(e, empty="")
+    low = line.lower()
+    if "op" in low.split() or "opset" in low or "unsupported" in low or "not supported" in low:
+        hint = "an op is not supported by this converter: try another --opset, or exclude or replace that op"
+    else:
+        hint = "run with --debug for the full traceback"
+    return PassFailed(f"pass '{pass_name}' failed on {input_name}: {type(e).__name__}: {line}", hint)
 
 
 class Pipeline:
@@ -243,7 +263,7 @@ def run_plan(nodes: Sequence[Node], inputs: dict[str, Artifact], ctx: Context, k
         try:
             out = run_pass(node.step, available[node.input], ctx, result.steps)
         except MdeployError as e:
-            if not keep_going:
+            if not keep_going or isinstance(e, EnvironmentProblem):  # the user's disk or OUTDIR: nothing else can succeed
                 raise
             result.failures[node.key] = e.message
             result.steps.append(Step(node.step.name, pass_params(node.step), str(available[node.input].path), "", 0.0,

@@ -64,14 +64,16 @@ def run_once(path: Path, fmt: str, artifact: Artifact, calibration: DataSpec | N
                          "check the calibration data covers the real input range, or keep those ops in float with --exclude")
 
 
-def quantization_quality(parent: Artifact, quantized: Artifact, heldout: CalibrationSource) -> dict[str, Any]:
-    """Compare a quantized artifact with its float parent on held-out data: `validate` with no gate.
+def quantization_quality(parent: Artifact, quantized: Artifact, heldout: CalibrationSource,
+                         thresholds: Thresholds | None = None) -> dict[str, Any]:
+    """Compare a quantized artifact with its float parent on held-out data: `validate`, gated by `thresholds`
+    (task defaults for unset bounds; None measures without a gate).
 
     Returns size_ratio, top1_agreement (classifier-shaped outputs), max/mean abs error, sqnr_db (the worst output),
-    and accuracy / parent_accuracy / accuracy_drop (fractions) when the data carries labels.
+    accuracy / parent_accuracy / accuracy_drop (fractions) when the data carries labels, and passed/failures/gates.
     """
 
-    result = validate(parent, [quantized], heldout, Thresholds(max_accuracy_drop=None, min_agreement=None))
+    result = validate(parent, [quantized], heldout, thresholds)
     c = result.candidates[0]
     worst_of = c.summary()
     return {
@@ -85,6 +87,9 @@ def quantization_quality(parent: Artifact, quantized: Artifact, heldout: Calibra
         "data": heldout.description,
         "parent": parent.name,
         "outputs": c.outputs,
+        "passed": c.passed if c.gates else None,
+        "failures": [f.to_dict() for f in c.failures],
+        "gates": {k: g.to_dict() for k, g in c.gates.items()} if c.gates else None,
     }
 
 

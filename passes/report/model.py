@@ -1,10 +1,7 @@
-"""report.json: plain data that every command adds to, and its renderings. The library never prints.
+"""report.json as a typed model: the run (Report) holding artifact records and sections, read and written so
+that nothing is lost, with the verdict computed from it once. The library never prints.
 
-Schema (version 1), extended by later commands without breaking earlier readers:
-  mdeploy_version, schema_version, source {path, format, sha256, size_bytes, inputs, outputs},
-  artifacts [{name, format, path, size_bytes, sha256, precision, sparsity, produced_by, parent,
-              inputs, outputs, checks {max_abs_error, max_rel_error, tolerance, passed, ...}, ...}],
-  steps [{pass, params, input, output, seconds, cached, status, note}], warnings [...], ok.
+Schema 2 adds `verdict` (and per-section `gates`); readers accept schema 1 (see tests/report/fixtures).
 """
 from __future__ import annotations
 
@@ -18,30 +15,33 @@ from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import write_text_atomic
 from mdeploy.passes.core.pipeline import MDEPLOY_VERSION, Step
+from mdeploy.passes.report.sections import (
+    ArtifactRecord,
+    Checks,
+    Gate,
+    SourceMetrics,
+    SourceRecord,
+    StepRecord,
+    Thresholds,
+    ValidationSummary,
+)
+from mdeploy.passes.report.verdict import Verdict, compute_verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 REPORT_NAME = "report.json"
+# Written from the verdict, never read back as facts.
+DERIVED = ("ok", "verdict")
 
 
-def artifact_record(a: Artifact, out_dir: Path) -> dict[str, Any]:
-    """The report's view of an artifact: identity, size, hash, lineage."""
+def artifact_record(a: Artifact, out_dir: Path) -> ArtifactRecord:
+    """The report's view of an artifact: identity, size, hash, lineage. Its meta is copied, never shared."""
     d = a.to_dict(relative_to=out_dir)
-    meta = dict(d.pop("meta"))
-    return {
-        "name": a.name,
-        "format": a.format,
-        "path": d["path"],
-        "size_bytes": a.size_bytes(),
-        "sha256": a.sha256(),
-        "precision": meta.pop("precision", "float32"),
-        "sparsity": meta.pop("sparsity", None),
-        "produced_by": meta.pop("produced_by", None),
-        "parent": d["parent"],
-        "inputs": d["inputs"],
-        "outputs": d["outputs"],
-        "meta": meta,
-        "checks": {},
-    }
+    meta = json.loads(json.dumps(d.pop("meta"), default=str))
+    return ArtifactRecord(name=a.name, format=a.format, path=d["path"], size_bytes=a.size_bytes(), sha256=a.sha256(),
+                          precision=meta.pop("precision", "float32"), sparsity=meta.pop("sparsity", None),
+                          produced_by=meta.pop("produced_by", None), parent=d["parent"], inputs=d["inputs"],
+                          outputs=d["outputs"], meta=meta, checks=Checks())
 
 
 def _clean(o: Any) -> Any:
@@ -57,48 +57,113 @@ def _clean(o: Any) -> Any:
 
 @dataclass
 class Report:
-    source: dict[str, Any]
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    """One OUTDIR's run: the source, its artifacts, the steps, and the run-level sections."""
+
+    source: SourceRecord
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # sections later commands add (validation, bench, gate)
+    recipe: dict[str, Any] | None = None
+    validation_thresholds: Thresholds | None = None
+    validation: ValidationSummary | None = None
+    source_metrics: SourceMetrics | None = None
+    bench_machine: dict[str, Any] | None = None
+    unlisted: dict[str, Any] | None = None  # {"validation"|"bench": {path: result}} for models not in the report
+    gate: Gate | None = None  # set by optimize: which targets must have a passing artifact
+    seconds: float | None = None
+    mdeploy_version: str = field(default=MDEPLOY_VERSION, compare=False)  # as read: of the mdeploy that wrote it
+    schema_version: int = field(default=SCHEMA_VERSION, compare=False)  # as read
+    extra: dict[str, Any] = field(default_factory=dict)  # top-level keys this version does not know
 
     @classmethod
     def for_source(cls, source: Artifact) -> Report:
-        return cls(source={
-            "path": str(source.path), "format": source.format, "sha256": source.sha256(),
-            "size_bytes": source.size_bytes(),
-            "inputs": [t.to_dict() for t in source.inputs], "outputs": [t.to_dict() for t in source.outputs],
-        })
+        return cls(source=SourceRecord(
+            path=str(source.path), format=source.format, sha256=source.sha256(), size_bytes=source.size_bytes(),
+            inputs=[t.to_dict() for t in source.inputs], outputs=[t.to_dict() for t in source.outputs]))
+
+    # ------------------------------------------------------------------ the verdict
+    @property
+    def verdict(self) -> Verdict:
+        gate = self.gate
+        return compute_verdict(self.artifacts, dict(gate.failed_steps) if gate else {},
+                               list(gate.targets) if gate else None, bool(gate and gate.strict))
 
     @property
     def ok(self) -> bool:
-        return all(a.get("checks", {}).get("passed", True) is not False and a.get("status") != "rejected"
-                   for a in self.artifacts)
+        return self.verdict.ok
 
-    def artifact(self, name: str) -> dict[str, Any] | None:
-        return next((a for a in self.artifacts if a["name"] == name), None)
+    # ------------------------------------------------------------------ records
+    def artifact(self, name: str) -> ArtifactRecord | None:
+        return next((a for a in self.artifacts if a.name == name), None)
 
-    def add_artifact(self, record: dict[str, Any]) -> None:
+    def add_artifact(self, record: ArtifactRecord) -> None:
         """Add or replace (by name) an artifact record."""
-        self.artifacts = [a for a in self.artifacts if a["name"] != record["name"]] + [record]
+        self.artifacts = [a for a in self.artifacts if a.name != record.name] + [record]
 
     def add_steps(self, steps: list[Step]) -> None:
-        self.steps.extend(s.to_dict() for s in steps)
+        self.steps.extend(StepRecord.from_dict(s.to_dict()) for s in steps)
 
+    def metrics(self) -> SourceMetrics:
+        if self.source_metrics is None:
+            self.source_metrics = SourceMetrics()
+        return self.source_metrics
+
+    # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return _clean({"mdeploy_version": MDEPLOY_VERSION, "schema_version": SCHEMA_VERSION, "source": self.source,
-                       "artifacts": self.artifacts, "steps": self.steps, "warnings": self.warnings,
-                       **self.extra, "ok": self.ok})
+        verdict = self.verdict
+        artifacts = []
+        for a in self.artifacts:
+            d = a.to_dict()
+            if self.gate is not None:
+                d["status"] = verdict.artifacts[a.name].status
+            artifacts.append(d)
+        out: dict[str, Any] = {"mdeploy_version": MDEPLOY_VERSION, "schema_version": SCHEMA_VERSION,
+                               "source": self.source.to_dict(), "artifacts": artifacts,
+                               "steps": [s.to_dict() for s in self.steps], "warnings": list(self.warnings)}
+        for key in ("recipe", "validation_thresholds", "validation", "source_metrics", "bench_machine", "unlisted"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_dict() if hasattr(value, "to_dict") else value
+        if self.gate is not None:
+            gate = self.gate.to_dict()
+            gate.update(targets=verdict.targets, failed_steps=verdict.failed_steps, ok=verdict.ok)
+            out["gate"] = gate
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
+        out.update(self.extra)
+        out["verdict"] = verdict.to_dict()
+        out["ok"] = verdict.ok
+        return _clean(out)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
-        known = {"mdeploy_version", "schema_version", "source", "artifacts", "steps", "warnings", "ok"}
-        return cls(source=d.get("source", {}), artifacts=list(d.get("artifacts", [])), steps=list(d.get("steps", [])),
-                   warnings=list(d.get("warnings", [])), extra={k: v for k, v in d.items() if k not in known})
+        """Read schema 1 or 2; unknown keys are kept and written back."""
+        if not isinstance(d, dict):
+            raise ValueError("a report is a JSON object")
+        version = d.get("schema_version", 1)
+        if not isinstance(version, int) or version < 1:
+            raise ValueError(f"schema_version {version!r}")
+        known = {"mdeploy_version", "schema_version", "source", "artifacts", "steps", "warnings", "recipe",
+                 "validation_thresholds", "validation", "source_metrics", "bench_machine", "unlisted", "gate", "seconds",
+                 *DERIVED}
+        return cls(
+            source=SourceRecord.from_dict(d.get("source") or {}),
+            artifacts=[ArtifactRecord.from_dict(a) for a in d.get("artifacts", [])],
+            steps=[StepRecord.from_dict(s) for s in d.get("steps", [])],
+            warnings=list(d.get("warnings", [])), recipe=d.get("recipe"),
+            validation_thresholds=Thresholds.from_dict(d.get("validation_thresholds")),
+            validation=ValidationSummary.from_dict(d.get("validation")),
+            source_metrics=SourceMetrics.from_dict(d.get("source_metrics")),
+            bench_machine=d.get("bench_machine"), unlisted=d.get("unlisted"), gate=Gate.from_dict(d.get("gate")),
+            seconds=d.get("seconds"), mdeploy_version=d.get("mdeploy_version", "?"), schema_version=version,
+            extra={k: v for k, v in d.items() if k not in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        return cls.from_dict(json.loads(text))
 
     @classmethod
     def load(cls, out_dir: Path) -> Report:
@@ -106,9 +171,9 @@ class Report:
         if not path.is_file():
             raise BadInput(f"{out_dir} has no {REPORT_NAME}", "run `mdeploy convert`, `quantize` or `optimize` with -o pointing at this directory first")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except ValueError as e:
-            raise BadInput(f"{path} is not valid JSON ({e})", "delete it and re-run the command that wrote it") from e
+            return cls.from_json(path.read_text())
+        except (ValueError, TypeError) as e:
+            raise BadInput(f"{path} is not a readable report ({e})", "delete it and re-run the command that wrote it") from e
 
     @classmethod
     def load_or_new(cls, out_dir: Path, source: Artifact) -> Report:
@@ -116,10 +181,10 @@ class Report:
         path = Path(out_dir) / REPORT_NAME
         if path.is_file():
             try:
-                old = cls.from_dict(json.loads(path.read_text()))
-                if old.source.get("sha256") == source.sha256():
+                old = cls.from_json(path.read_text())
+                if old.source.sha256 == source.sha256():
                     return old
-            except ValueError:
+            except (ValueError, TypeError):
                 pass
         return cls.for_source(source)
 

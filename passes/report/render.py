@@ -1,10 +1,8 @@
 """The comparison a user or CI decides by: report.json turned into rows per artifact, rendered as a rich
 table, a Markdown PR comment, or one self-contained HTML file with inline SVG charts (no JavaScript, no network).
 
-Reads what other commands wrote and tolerates any section being missing:
-  artifact records: name, format, path, size_bytes, precision, sparsity, checks {passed, ...}, status,
-    quality {accuracy, accuracy_drop, ...} (quantize), validation {...} (validate), bench {...} (bench);
-  report.extra: source_metrics {accuracy, bench}, validation {...}, validation_thresholds {...}, bench_machine {...}.
+Reads the typed report and tolerates any section being missing; every status and the overall line come from
+the report's one verdict (passes/report/verdict.py), so they agree with the exit code.
 """
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ from typing import Any
 
 from mdeploy.passes.core.artifact import DEPLOYMENT_TARGET
 from mdeploy.passes.report.model import Report
+from mdeploy.passes.report.sections import Bench, Quality, SourceMetrics, Validation
 
 
 def _num(x: Any) -> float | None:
@@ -27,68 +26,51 @@ def _num(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _p50(bench: dict[str, Any] | None) -> float | None:
-    return _num(((bench or {}).get("latency_ms") or {}).get("p50"))
-
-
-def _status(record: dict[str, Any]) -> tuple[str, str]:
-    """(ok | failed | rejected | -, why)."""
-    if record.get("status") == "rejected":
-        return "rejected", str(record.get("reason") or record.get("note") or "")
-    checks = record.get("checks") or {}
-    validation = record.get("validation") or {}
-    if checks.get("passed") is False:
-        return "failed", "parity"
-    if validation.get("passed") is False:
-        metrics = sorted({f.get("metric", "?") for f in validation.get("failures", [])})
-        return "failed", "gate: " + ", ".join(metrics) if metrics else "gate"
-    if checks.get("passed") is True or validation.get("passed") is True:
-        return "ok", ""
-    return "-", ""
+def _p50(latency_ms: dict[str, Any] | None) -> float | None:
+    return _num((latency_ms or {}).get("p50"))
 
 
 def comparison_rows(report: Report) -> list[dict[str, Any]]:
-    """One row per artifact, the source first: the numbers every rendering shows."""
-    extra = report.extra or {}
-    source_metrics = extra.get("source_metrics") or {}
-    source_size = _num(report.source.get("size_bytes"))
-    source_bench = source_metrics.get("bench") or {}
-    source_lat = _p50(source_bench)
-    source_acc = _num(source_metrics.get("accuracy"))
+    """One row per artifact, the source first: the numbers every rendering shows. Status comes from the verdict."""
+    verdict = report.verdict
+    metrics = report.source_metrics or SourceMetrics()
+    source_size = _num(report.source.size_bytes)
+    source_bench = metrics.bench or Bench()
+    source_lat = _p50(source_bench.latency_ms)
+    source_acc = _num(metrics.accuracy)
     rows = [{
-        "name": "source", "format": report.source.get("format", "-"), "precision": "float32", "sparsity": None,
+        "name": "source", "format": report.source.format or "-", "precision": "float32", "sparsity": None,
         "size_bytes": source_size, "size_ratio": 1.0 if source_size else None, "latency_ms": source_lat,
-        "speedup": 1.0 if source_lat else None, "accuracy": source_acc, "accuracy_drop": None,
+        "speedup": 1.0 if source_lat else None, "accuracy": source_acc, "accuracy_change": None,
         "status": "source", "why": "", "target": "source", "best": False,
     }]
-    gate_ran = any("validation" in a for a in report.artifacts)
     for a in report.artifacts:
-        validation = a.get("validation") or {}
-        quality = a.get("quality") or {}
-        bench = a.get("bench") or {}
-        size = _num(a.get("size_bytes"))
-        lat = _p50(bench)
-        same_batch = bench.get("batch") == source_bench.get("batch")
-        acc = _num(validation.get("accuracy"))
-        drop = _num(validation.get("accuracy_drop"))
+        validation = a.validation or Validation()
+        quality = a.quality or Quality()
+        bench = a.bench or Bench()
+        size = _num(a.size_bytes)
+        lat = _p50(bench.latency_ms)
+        same_batch = bench.batch == source_bench.batch
+        acc, drop = _num(validation.accuracy), _num(validation.accuracy_drop)
         if acc is None:
-            acc, drop = _num(quality.get("accuracy")), _num(quality.get("accuracy_drop"))
-        if acc is None:  # prune measured it before and after, on its --data
-            acc = _num((a.get("pruning") or {}).get("accuracy_after"))
+            acc, drop = _num(quality.accuracy), _num(quality.accuracy_drop)
+        if acc is None and a.pruning is not None:  # prune measured it before and after, on its --data
+            acc = _num(a.pruning.accuracy_after)
         if drop is None and acc is not None and source_acc is not None:
             drop = source_acc - acc
-        status, why = _status(a)
-        sparsity = _num(a.get("sparsity"))
-        if sparsity is None:
-            sparsity = _num((a.get("pruning") or {}).get("sparsity"))
+        v = verdict.artifacts[a.name]
+        sparsity = _num(a.sparsity)
+        if sparsity is None and a.pruning is not None:
+            sparsity = _num(a.pruning.sparsity)
         rows.append({
-            "name": a.get("name", "?"), "format": a.get("format", "-"), "precision": a.get("precision") or "float32",
+            "name": a.name, "format": a.format or "-", "precision": a.precision or "float32",
             "sparsity": sparsity, "size_bytes": size,
             "size_ratio": size / source_size if size and source_size else None,
             "latency_ms": lat, "speedup": source_lat / lat if lat and source_lat and same_batch else None,
-            "accuracy": acc, "accuracy_drop": drop, "status": status, "why": why,
-            "target": DEPLOYMENT_TARGET.get(a.get("format", ""), "-"), "best": False,
-            "eligible": status == "ok" and (validation.get("passed") is True or not gate_ran),
+            "accuracy": acc, "accuracy_change": None if drop is None else 0.0 - drop,
+            "status": "-" if v.status == "unchecked" else v.status, "why": v.metric_text,
+            "target": DEPLOYMENT_TARGET.get(a.format or "", "-"), "best": False,
+            "eligible": v.status in ("ok", "unchecked"),
         })
     _mark_best(rows)
     return rows
@@ -121,9 +103,10 @@ def human_bytes(n: float | None) -> str:
 
 
 def _pct(x: float | None, signed: bool = False) -> str:
+    """An accuracy as 99.33%, or a change of accuracy in percentage points, new minus old: -0.33 pp is a loss."""
     if x is None:
         return "-"
-    return f"{x * 100:+.2f} pp" if signed else f"{x * 100:.2f}%"
+    return f"{x * 100 + 0.0:+.2f} pp" if signed else f"{x * 100:.2f}%"
 
 
 def _x(x: float | None) -> str:
@@ -139,8 +122,7 @@ def cells(row: dict[str, Any]) -> list[str]:
     return [row["name"] + (" ★" if row["best"] else ""), row["format"], row["precision"],
             "-" if row["sparsity"] is None else f"{row['sparsity'] * 100:.0f}%",
             human_bytes(row["size_bytes"]), _x(row["size_ratio"]), _ms(row["latency_ms"]), _x(row["speedup"]),
-            _pct(row["accuracy"]), "-" if row["accuracy_drop"] is None else _pct(0.0 - row["accuracy_drop"] + 0.0, signed=True),
-            status]
+            _pct(row["accuracy"]), _pct(row["accuracy_change"], signed=True), status]
 
 
 # The terminal table has to fit 80 columns; Markdown and HTML spell the headers out.
@@ -150,22 +132,34 @@ HEADERS = ["artifact", "format", "precision", "sparsity", "size", "size vs sourc
 
 
 def _gate_line(report: Report) -> str | None:
-    thresholds = (report.extra or {}).get("validation_thresholds")
-    if not thresholds:
+    thresholds = report.validation_thresholds
+    if thresholds is None:
         return None
-    parts = [f"{k.replace('_', '-')} {v}" for k, v in thresholds.items() if v is not None]
-    return "gate: " + (", ".join(parts) if parts else "none")
+    parts = [f"{k.replace('_', '-')} {v}" for k, v in thresholds.to_dict().items() if v is not None]
+    return "gate: " + (", ".join(parts) if parts else "task defaults")
+
+
+def verdict_lines(report: Report) -> list[str]:
+    """The verdict in words: overall, then each rejected or failed artifact with its metric, and what was not gated."""
+    v = report.verdict
+    lines = [f"Verdict: {v.label} (exit {v.exit_code})" + ("" if v.ok else f": {v.message()}")]
+    for a in v.artifacts.values():
+        if a.gate and a.status in ("ok", "rejected", "failed"):
+            lines.append(f"{a.name}: {a.status}; gate: {a.gate}")
+    if v.ungated:
+        lines.append(f"warning: nothing gated {', '.join(v.ungated)}: no threshold applied to any output")
+    return lines
 
 
 def _machine_line(report: Report) -> str | None:
-    m = (report.extra or {}).get("bench_machine")
+    m = report.bench_machine
     if not m:
         return None
     return f"machine: {m.get('cpu', '?')}, {m.get('logical_cores', '?')} cores, {m.get('os', '')}".rstrip(", ")
 
 
 def _title(report: Report) -> str:
-    return f"mdeploy report: {report.source.get('path', '?')}"
+    return f"mdeploy report: {report.source.path or '?'}"
 
 
 # --------------------------------------------------------------------------- renderings
@@ -176,7 +170,7 @@ def to_table(report: Report):
     from rich.markup import escape
     from rich.table import Table
 
-    notes = [n for n in (_gate_line(report), _machine_line(report)) if n]
+    notes = [n for n in (_gate_line(report), _machine_line(report)) if n] + verdict_lines(report)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=_title(report), caption="★ best passing artifact per target (cloud: onnx/savedmodel, edge: tflite)"
                   + ("\n" + "\n".join(notes) if notes else ""))
     for h, short in zip(HEADERS, SHORT_HEADERS):
@@ -211,8 +205,9 @@ def to_markdown(report: Report) -> str:
     for note in (_gate_line(report), _machine_line(report)):
         if note:
             lines.append(f"<br>{esc(note)}")
-    overall = "passed" if report.ok and all(r["status"] != "failed" for r in comparison_rows(report)) else "FAILED"
-    lines += ["", f"Overall: **{overall}**"]
+    verdict = verdict_lines(report)
+    lines += ["", f"Overall: **{report.verdict.label}** (exit {report.verdict.exit_code})", ""]
+    lines += [f"- {esc(x)}" for x in verdict[1:]]
     return "\n".join(lines) + "\n"
 
 
@@ -271,7 +266,7 @@ def to_html(report: Report) -> str:
                       f"{html.escape(x)}</td>" for i, x in enumerate(c))
         body.append(f'<tr class="{"best" if r["best"] else ""}" data-artifact="{html.escape(r["name"])}">{tds}</tr>')
     body.append("</tbody></table>")
-    notes = [n for n in (_gate_line(report), _machine_line(report)) if n]
+    notes = [n for n in (_gate_line(report), _machine_line(report)) if n] + verdict_lines(report)
     meta = "".join(f'<p class="meta">{html.escape(n)}</p>' for n in notes)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(_title(report))}</title><style>{_CSS}</style></head><body>"

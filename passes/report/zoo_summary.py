@@ -27,7 +27,8 @@ def model_summary(name: str, report: dict[str, Any] | None, status: str, seconds
             row["best"][target] = None if best is None else {
                 "artifact": best["name"], "format": best["format"], "precision": best["precision"],
                 "size_bytes": best["size_bytes"], "size_ratio": best["size_ratio"], "p50_ms": best["latency_ms"],
-                "speedup": best["speedup"], "accuracy_drop": best["accuracy_drop"],
+                "speedup": best["speedup"],
+                "accuracy_drop": None if best["accuracy_change"] is None else 0.0 - best["accuracy_change"],
             }
     return row
 
@@ -64,12 +65,12 @@ def _cell(best: dict[str, Any] | None) -> tuple[str, str, str, str]:
         return ("-", "-", "-", "-")
 
     speed = f"{best['speedup']:.2f}x" if best.get("speedup") else "-"
-    drop = f"{best['accuracy_drop'] * 100:.2f} pp" if isinstance(best.get("accuracy_drop"), (int, float)) else "-"
+    drop = f"{0.0 - best['accuracy_drop'] * 100:+.2f} pp" if isinstance(best.get("accuracy_drop"), (int, float)) else "-"
     return (best["artifact"], human_bytes(best.get("size_bytes")), speed, drop)
 
 
-SUMMARY_COLUMNS = ("model", "status", "cloud best", "size", "speedup", "acc drop", "edge best", "size", "speedup",
-                   "acc drop", "time")
+SUMMARY_COLUMNS = ("model", "status", "cloud best", "size", "speedup", "Δacc", "edge best", "size", "speedup",
+                   "Δacc", "time")
 
 
 def summary_rows(data: dict[str, Any]) -> list[list[str]]:

@@ -8,6 +8,7 @@ from typing import Any
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.bench import bench
 from mdeploy.passes.report.model import Report
+from mdeploy.passes.report.sections import ArtifactRecord
 from mdeploy.passes.report.update import add_bench, find_record
 
 
@@ -22,9 +23,9 @@ def bench_models(models: list[Path], *, batch: int = 1, threads: int | None = No
         name = str(m)
         if report is not None:
             entry = find_record(report, out_dir, a.path)  # the resolved path (a SavedModel's version dir)
-            name = "source" if entry == "source" else (entry["name"] if entry else name)
-            if isinstance(entry, dict) and entry.get("precision"):
-                a = dataclasses.replace(a, meta={**a.meta, "precision": entry["precision"]})
+            name = "source" if entry == "source" else (entry.name if entry else name)
+            if isinstance(entry, ArtifactRecord) and entry.precision:
+                a = dataclasses.replace(a, meta={**a.meta, "precision": entry.precision})
         artifacts.append(dataclasses.replace(a, name=name))
     results = []
     for a in artifacts:

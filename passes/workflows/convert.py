@@ -12,6 +12,7 @@ from mdeploy.passes.core.errors import EXIT_BAD_INPUT, BadInput, MdeployError, P
 from mdeploy.passes.core.fsio import ensure_writable
 from mdeploy.passes.core.pipeline import Context, Step, pass_params, run_pass
 from mdeploy.passes.report.model import Report, artifact_record
+from mdeploy.passes.report.sections import Checks
 
 CONVERT_FORMATS = ("savedmodel", "onnx", "tflite")
 
@@ -75,9 +76,9 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
         stage(f"parity check: {artifact.name}")
         t0 = time.perf_counter()
         record = artifact_record(artifact, out_dir)
-        record["checks"] = {**parity_check(reference, artifact, feeds, PARITY_TOLERANCE if tolerance is None else tolerance),
-                            "inputs": feeds_desc}
-        steps[-1].note = f"parity {'passed' if record['checks']['passed'] else 'FAILED'} in {time.perf_counter() - t0:.2f}s"
+        record.checks = Checks.from_dict({**parity_check(reference, artifact, feeds, PARITY_TOLERANCE if tolerance is None else tolerance),
+                                          "inputs": feeds_desc})
+        steps[-1].note = f"parity {'passed' if record.checks.passed else 'FAILED'} in {time.perf_counter() - t0:.2f}s"
         report.add_artifact(record)
         report.add_steps(steps)
     report.warnings.extend(ctx.warnings)

@@ -42,6 +42,7 @@ from mdeploy.passes.prune.keras import PruneKeras
 from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
 from mdeploy.passes.report.model import Report, artifact_record
+from mdeploy.passes.report.sections import Gate
 from mdeploy.passes.report.render import to_html, to_markdown
 from mdeploy.passes.report.update import add_bench, add_validation
 from mdeploy.passes.simplify import Simplify
@@ -177,6 +178,14 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
     return prelude, branches
 
 
+def check_data(recipe: Recipe, source: Artifact) -> None:
+    """Open every data source the recipe names and read its first batch: a missing or malformed file is BadInput
+    (exit 2) before any work, not a quietly skipped int8 artifact."""
+    for spec in (recipe.calibration, recipe.validation):
+        if spec is not None and spec != "random":
+            next(iter(open_source(spec, source.inputs, image=image_options(recipe))), None)
+
+
 def requested_targets(recipe: Recipe) -> list[str]:
     return ["cloud", "edge"] if recipe.target == "all" else [recipe.target]
 
@@ -186,7 +195,7 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     """Run the whole pipeline on `model`, write OUTDIR/report.{json,md,html}, and return the Report.
 
     The report's artifacts carry status "ok" or "rejected" (over the accuracy budget) or the step failures;
-    `report.extra["gate"]` says which requested targets have a passing artifact.
+    `report.gate` names the requested targets; `report.verdict` says whether each has a passing artifact.
     """
 
     stage = on_stage or (lambda text: None)
@@ -197,13 +206,17 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     t_start = time.perf_counter()
     stage("reading the model")
     source = open_source_model(Path(model), results, trusted)
+    if source.format == "onnx" and recipe.target == "all":
+        recipe = dataclasses.replace(recipe, target="cloud")  # no TFLite route from ONNX: the default follows the source
+    stage("checking the data")
+    check_data(recipe, source)
     name = recipe.name or Path(model).stem.split(".")[0] or "model"
     plan_warnings: list[str] = []
     prelude, branches = build_plan(source, recipe, name, plan_warnings)
     ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage, verbose=verbose)
     report = Report.for_source(source)
     report.warnings.extend(plan_warnings)
-    report.extra["recipe"] = recipe.to_dict()
+    report.recipe = recipe.to_dict()
 
     inputs = {"source": source}
     steps: list[Step] = []
@@ -235,17 +248,23 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
             artifacts.append(a)
     for a in artifacts:
         record = artifact_record(a, out_dir)
-        record["target"] = DEPLOYMENT_TARGET.get(a.format)
+        record.target = DEPLOYMENT_TARGET.get(a.format)
         if "pruned" in produced and a.precision != "float32":
-            record["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
-            record["sparsity"] = survival["sparsity_after"]
+            record.extra["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
+            record.sparsity = survival["sparsity_after"]
         report.add_artifact(record)
 
     _validate(report, source, artifacts, recipe, out_dir, results, stage)
     if recipe.bench.enabled:
         _bench(report, source, artifacts, recipe, out_dir, results, stage)
-    _gate(report, recipe, failures)
-    report.extra["seconds"] = round(time.perf_counter() - t_start, 2)
+    v = recipe.validate
+    report.gate = Gate(max_accuracy_drop=v.max_accuracy_drop, targets={t: {} for t in requested_targets(recipe)},
+                       failed_steps=failures, strict=v.strict or None)
+    if report.verdict.ungated:
+        report.warnings.append(f"NOTHING GATED {', '.join(report.verdict.ungated)}: no bound applied to any output "
+                               "(give labelled --validation data or set --min-agreement/--min-sqnr/--max-rel-error; "
+                               "--strict makes this a failure)")
+    report.seconds = round(time.perf_counter() - t_start, 2)
     save_all(report, out_dir)
     return report
 
@@ -265,8 +284,8 @@ def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recip
         report.warnings.append("validated on random inputs: accuracy was NOT validated (pass --validation DATA)")
     v = recipe.validate
     thresholds = Thresholds(max_accuracy_drop=v.max_accuracy_drop, min_agreement=v.min_agreement,
-                            max_abs_error=v.max_abs_error, min_sqnr=v.min_sqnr)
-    key = results.key(kind="validate", ref=report.source["sha256"], cands=[a.sha256() for a in candidates],
+                            max_abs_error=v.max_abs_error, min_sqnr=v.min_sqnr, max_rel_error=v.max_rel_error)
+    key = results.key(kind="validate", ref=report.source.sha256, cands=[a.sha256() for a in candidates],
                       data=data_hash(spec), thresholds=thresholds.to_dict())
     cached = results.get(key)
     stage("validating " + ", ".join(a.name for a in candidates))
@@ -277,13 +296,10 @@ def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recip
     else:
         result = cached
 
-    class _Frozen:  # add_validation reads a result through to_dict()
-        def to_dict(self_inner):
-            return result
-
     if not result.get("labels"):
-        report.warnings.append("the validation data has no labels: accuracy and its drop are not measured")
-    add_validation(report, out_dir, _Frozen(), {a.name: Path(a.path) for a in candidates}, Path(source.path))
+        report.warnings.append("the validation data has no labels: accuracy and its drop are not measured; "
+                               "classifiers are gated on top-1 agreement and SQNR, other outputs on SQNR")
+    add_validation(report, out_dir, result, {a.name: Path(a.path) for a in candidates}, Path(source.path))
 
 
 def _bench(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,
@@ -300,26 +316,6 @@ def _bench(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, 
             results.put(key, cached)
         cached = {**cached, "path": str(a.path)}
         add_bench(report, out_dir, cached)
-
-
-def _gate(report, recipe: Recipe, failures: dict[str, str]) -> None:
-    """Mark artifacts over the accuracy budget rejected; record which requested targets have a passing artifact."""
-    for a in report.artifacts:
-        v = a.get("validation") or {}
-        a["status"] = "rejected" if v.get("passed") is False else "ok"
-    passing = {t: [a["name"] for a in report.artifacts if a.get("target") == t and a["status"] == "ok"]
-               for t in ("cloud", "edge")}
-    wanted = requested_targets(recipe)
-    report.extra["gate"] = {
-        "max_accuracy_drop": recipe.validate.max_accuracy_drop,
-        "targets": {t: {"passing": passing[t], "ok": bool(passing[t])} for t in wanted},
-        "failed_steps": failures,
-        "ok": all(passing[t] for t in wanted),
-    }
-
-
-def gate_ok(report) -> bool:
-    return bool(report.extra.get("gate", {}).get("ok"))
 
 
 def save_all(report, out_dir: Path) -> None:

@@ -13,6 +13,7 @@ from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.prune import pruning_pass
 from mdeploy.passes.prune.masks import check_sparsity, parse_pattern
 from mdeploy.passes.report.model import Report, artifact_record
+from mdeploy.passes.report.sections import Pruning
 
 
 def labelled_accuracy(artifact, data: str) -> float | None:
@@ -67,7 +68,7 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
     steps: list = []
     artifact = run_pass(p, source, ctx, steps)
     record = artifact_record(artifact, out_dir)
-    pruning = record["meta"].pop("pruning")
+    pruning = record.meta.pop("pruning")
     if data is not None:
         stage("accuracy of the pruned model")
         pruning["accuracy_before"] = accuracy_before
@@ -76,7 +77,7 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
     else:
         pruning["accuracy_before"] = pruning["accuracy_after"] = None
     pruning["warnings"] = list(ctx.warnings)
-    record["pruning"] = pruning
+    record.pruning = Pruning.from_dict(pruning)
     report.add_artifact(record)
     report.add_steps(steps)
     report.warnings.extend(ctx.warnings)

@@ -8,6 +8,7 @@ from typing import Any
 from mdeploy.calibration.batches import batch_size_of
 from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends import open_artifact
+from mdeploy.passes.checks.gates import Thresholds
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
@@ -17,6 +18,7 @@ from mdeploy.passes.quantize import MODES, quantization_quality
 from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
 from mdeploy.passes.report.model import Report, artifact_record
+from mdeploy.passes.report.sections import Quality
 from mdeploy.passes.workflows.convert import convert
 
 QUANTIZE_FORMATS = ("onnx", "tflite")
@@ -100,16 +102,16 @@ def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset
         return source
     existing = Report.load_or_new(out_dir, source).artifact(to)
     if existing and not force:
-        path = Path(out_dir) / existing["path"]
-        if path.exists() and content_hash(path) == existing["sha256"]:
+        path = Path(out_dir) / existing.path
+        if path.exists() and content_hash(path) == existing.sha256:
             return Artifact(format=to, path=path, name=to, parent=source,
-                            inputs=tuple(TensorSpec.from_dict(t) for t in existing["inputs"]),
-                            outputs=tuple(TensorSpec.from_dict(t) for t in existing["outputs"]), meta={"precision": "float32"})
+                            inputs=tuple(TensorSpec.from_dict(t) for t in existing.inputs),
+                            outputs=tuple(TensorSpec.from_dict(t) for t in existing.outputs), meta={"precision": "float32"})
     report = convert(model, [to], out_dir, opset=opset, force=force, on_stage=on_stage, trusted=source.trusted)
     record = report.artifact(to)
-    return Artifact(format=to, path=Path(out_dir) / record["path"], name=to, parent=source,
-                    inputs=tuple(TensorSpec.from_dict(t) for t in record["inputs"]),
-                    outputs=tuple(TensorSpec.from_dict(t) for t in record["outputs"]), meta={"precision": "float32"})
+    return Artifact(format=to, path=Path(out_dir) / record.path, name=to, parent=source,
+                    inputs=tuple(TensorSpec.from_dict(t) for t in record.inputs),
+                    outputs=tuple(TensorSpec.from_dict(t) for t in record.outputs), meta={"precision": "float32"})
 
 
 def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
@@ -143,8 +145,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
              validation: str | None = None, samples: int = DEFAULT_SAMPLES, method: str = "minmax", format: str = "qdq",
              per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", activations: str = "uint8",
              image=None, batch_size: int = 32,
-             opset: int | None = None, force: bool = False, seed: int = 0, on_stage=None,
-             trusted: bool = False) -> Report:
+             opset: int | None = None, thresholds: Thresholds | None = Thresholds(), force: bool = False, seed: int = 0,
+             on_stage=None, trusted: bool = False) -> Report:
     """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
 
     stage = on_stage or (lambda text: None)
@@ -169,15 +171,16 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
     steps: list = []
     quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
     stage(f"comparing {quantized.name} with {parent.name} on held-out data")
-    quality = quantization_quality(parent, quantized, plan.heldout.open(parent.inputs))
+    quality = quantization_quality(parent, quantized, plan.heldout.open(parent.inputs),
+                                   thresholds if thresholds is not None and thresholds.enabled else None)
     record = artifact_record(quantized, out_dir)
-    record["quality"] = quality
-    record["calibration"] = ({"data": plan.calibration.spec, "samples": plan.calibration_samples,
+    record.quality = Quality.from_dict(quality)
+    record.extra["calibration"] = ({"data": plan.calibration.spec, "samples": plan.calibration_samples,
                               "method": method if to == "onnx" else "tflite-converter"} if plan.calibration else None)
     survival = sparsity_kept(source, quantized)
     if survival is not None:
-        record["sparsity"] = survival["sparsity_after"]
-        record["sparsity_survival"] = survival
+        record.sparsity = survival["sparsity_after"]
+        record.extra["sparsity_survival"] = survival
         if not survival["survived"]:
             ctx.warn(f"{quantized.name}: quantization filled in pruned zeros "
                      f"({survival['zeros_before']} zero weights before, {survival['zeros_after']} after)")

@@ -44,10 +44,14 @@ class QuantizeSettings:
 
 @dataclass(frozen=True)
 class ValidateSettings:
-    max_accuracy_drop: float = 0.01
+    """The gate's bounds (None: the task's default, see passes/checks/gates.py); strict fails a run nothing gated."""
+
+    max_accuracy_drop: float | None = None
     min_agreement: float | None = None
     max_abs_error: float | None = None
     min_sqnr: float | None = None
+    max_rel_error: float | None = None
+    strict: bool = False
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,11 @@ def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None =
     report = Report.for_source(source)
     existing = out.parent / REPORT_NAME
     shared = Report.load_or_new(out.parent, source) if existing.is_file() else None
-    if shared is not None and shared.source.get("sha256") == source.sha256():
+    if shared is not None and shared.source.sha256 == source.sha256():
         report = shared
-    report.add_artifact({**artifact_record(result, out.parent), "simplify": result.meta["simplify"]})
+    record = artifact_record(result, out.parent)
+    record.extra["simplify"] = record.meta.get("simplify")
+    report.add_artifact(record)
     report.add_steps(steps)
     report.warnings.extend(w for w in ctx.warnings if w not in report.warnings)
     if not existing.is_file() or report is shared:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from mdeploy.calibration import open_source
 from mdeploy.passes.backends import open_artifact
-from mdeploy.passes.checks.validate import Thresholds, ValidationResult, validate
+from mdeploy.passes.checks.gates import Thresholds
+from mdeploy.passes.checks.validate import ValidationResult, validate
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.report.model import Report
+from mdeploy.passes.report.sections import ArtifactRecord
 from mdeploy.passes.report.update import add_validation, find_record, record_name
 
 
@@ -41,7 +43,7 @@ def validate_models(reference: Path, candidates: list[Path], data: str, threshol
     source = open_source(data, ref.inputs, batch_size=batch_size)
     result = validate(ref, cands, source, thresholds, limit=limit, threads=threads)
     if report is not None:
-        add_validation(report, out_dir, result, names, ref.path)
+        add_validation(report, out_dir, result.to_dict(), names, ref.path)
         report.save(out_dir)
     return result
 
@@ -52,4 +54,4 @@ def _precision(report, out_dir, path) -> dict:
         return {}
 
     entry = find_record(report, out_dir, path)
-    return {"precision": entry["precision"]} if isinstance(entry, dict) and entry.get("precision") else {}
+    return {"precision": entry.precision} if isinstance(entry, ArtifactRecord) and entry.precision else {}

@@ -14,7 +14,9 @@ from mdeploy.passes.core.artifact import content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.workflows.recipe import read_toml
 
-MODEL_KEYS = {"name", "path", "calibration", "validation", "recipe", "target", "sparsity"}
+# The gate's bounds, passed to each model's optimize as its flags (see passes/checks/gates.py).
+GATE_KEYS = ("max_accuracy_drop", "min_agreement", "min_sqnr", "max_abs_error", "max_rel_error")
+MODEL_KEYS = {"name", "path", "calibration", "validation", "recipe", "target", "sparsity", *GATE_KEYS, "strict"}
 DEFAULT_KEYS = MODEL_KEYS - {"name", "path"}
 
 
@@ -27,10 +29,17 @@ class ZooModel:
     recipe: Path | None = None
     target: str | None = None
     sparsity: float | None = None
+    max_accuracy_drop: float | None = None
+    min_agreement: float | None = None
+    min_sqnr: float | None = None
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    strict: bool = False
 
     def cache_key(self, version: str) -> str:
         """Changes when the model, its data, its recipe or mdeploy changes; unreadable inputs never match."""
-        parts: dict[str, Any] = {"version": version, "target": self.target, "sparsity": self.sparsity}
+        parts: dict[str, Any] = {"version": version, "target": self.target, "sparsity": self.sparsity,
+                                 "strict": self.strict, **{k: getattr(self, k) for k in GATE_KEYS}}
         for label, p in (("model", self.path), ("calibration", self.calibration), ("validation", self.validation),
                          ("recipe", self.recipe)):
             if p is None or p == "random":
@@ -45,10 +54,11 @@ class ZooModel:
     def optimize_args(self, out_dir: Path) -> list[str]:
         args = ["optimize", str(self.path), "-o", str(out_dir), "--json", "--force"]
         for flag, value in (("--calibration", self.calibration), ("--validation", self.validation),
-                            ("--recipe", self.recipe), ("--target", self.target), ("--sparsity", self.sparsity)):
+                            ("--recipe", self.recipe), ("--target", self.target), ("--sparsity", self.sparsity),
+                            *(("--" + k.replace("_", "-"), getattr(self, k)) for k in GATE_KEYS)):
             if value is not None:
                 args += [flag, str(value)]
-        return args
+        return args + (["--strict"] if self.strict else [])
 
 
 @dataclass

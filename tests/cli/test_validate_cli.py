@@ -30,10 +30,13 @@ def floats(out: Path) -> list[Path]:
 def test_float_artifacts_pass_and_land_in_the_report(mdeploy, outdir, digits_model, digits_validation):
     r = mdeploy("validate", digits_model, *floats(outdir), "--data", digits_validation, "-o", outdir)
     assert r.exit_code == 0, r.stderr
-    assert "thresholds: max-accuracy-drop 0.01, min-agreement 0.99" in r.stdout
+    assert "thresholds: task defaults" in r.stdout
     report = json.loads((outdir / "report.json").read_text())
-    assert report["validation_thresholds"] == {"max_accuracy_drop": 0.01, "min_agreement": 0.99,
-                                               "max_abs_error": None, "min_sqnr": None}
+    # no bound given: each output takes its task's default, recorded per artifact
+    assert report["validation_thresholds"] == {"max_accuracy_drop": None, "min_agreement": None,
+                                               "max_abs_error": None, "min_sqnr": None, "max_rel_error": None}
+    assert all(a["validation"]["gates"]["probs"]["metrics"] == {"accuracy_drop": 0.01} for a in report["artifacts"]
+               if "validation" in a)
     assert report["validation"]["passed"] and report["validation"]["samples"] == 300
     assert report["source_metrics"]["accuracy"] > 0.9
     for a in report["artifacts"]:
@@ -56,7 +59,8 @@ def test_a_corrupted_kernel_exits_1_naming_the_metric(mdeploy, tmp_path, digits_
     onnx_path = digits_converted / "onnx" / "model.onnx"
     broken = tmp_path / "broken.onnx"
     corrupt_largest_kernel(onnx_path, broken)
-    r = mdeploy("validate", onnx_path, digits_converted / "tflite" / "model.tflite", broken, "--data", digits_validation)
+    r = mdeploy("validate", onnx_path, digits_converted / "tflite" / "model.tflite", broken, "--data", digits_validation,
+                "--min-agreement", "0.99")
     assert r.exit_code == 1
     assert "error: validation failed" in r.stderr
     line = next(x for x in r.stderr.replace("\n", " ").split("; ") if "top1_agreement" in x)

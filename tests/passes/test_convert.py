@@ -11,7 +11,7 @@ from mdeploy.passes.backends import load_runner, open_artifact
 
 def test_digits_converts_with_parity(digits_converted):
     report = json.loads((digits_converted / "report.json").read_text())
-    assert report["ok"] is True and report["schema_version"] == 1
+    assert report["ok"] is True and report["schema_version"] == 2
     assert {a["name"] for a in report["artifacts"]} == {"savedmodel", "onnx", "tflite"}
     for a in report["artifacts"]:
         assert a["checks"]["passed"] and a["checks"]["max_abs_error"] <= 1e-4
@@ -50,8 +50,8 @@ def test_multi_input_multi_output_model_keeps_names(tiny_keras, tmp_path):
     report = convert(tiny_keras, ["savedmodel", "onnx", "tflite"], tmp_path / "out")
     assert report.ok
     for a in report.artifacts:
-        assert {t["name"] for t in a["inputs"]} == {"features", "extra"}
-        art = open_artifact(tmp_path / "out" / a["path"])
+        assert {t["name"] for t in a.inputs} == {"features", "extra"}
+        art = open_artifact(tmp_path / "out" / a.path)
         assert {t.name for t in art.inputs} == {"features", "extra"}
         assert {t.name for t in art.outputs} == {"cls", "reg"}
 
@@ -60,8 +60,8 @@ def test_tflite_converts_to_onnx(digits_converted, tmp_path):
     from mdeploy.passes.workflows.convert import convert
 
     report = convert(digits_converted / "tflite" / "model.tflite", ["onnx"], tmp_path / "out")
-    assert report.ok and report.artifacts[0]["format"] == "onnx"
-    assert report.artifacts[0]["checks"]["max_abs_error"] <= 1e-4
+    assert report.ok and report.artifacts[0].format == "onnx"
+    assert report.artifacts[0].checks.max_abs_error <= 1e-4
 
 
 def test_onnx_source_has_nothing_to_convert(digits_converted, tmp_path):

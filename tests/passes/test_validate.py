@@ -42,7 +42,10 @@ def test_float_artifacts_pass_against_the_source(digits_model, digits_converted,
         assert m["max_abs_error"] < 1e-4 and m["cosine_similarity"] > 0.9999 and m["sqnr_db"] > 60
         assert m["nan_count"] == 0 and m["inf_count"] == 0
     d = result.to_dict()
-    assert d["passed"] and d["thresholds"]["min_agreement"] == 0.99 and len(d["candidates"]) == 3
+    assert d["passed"] and len(d["candidates"]) == 3
+    # labelled classification: the accuracy drop, at the task's default bound
+    assert d["candidates"][0]["gates"]["probs"] == {"task": "classification", "metrics": {"accuracy_drop": 0.01},
+                                                    "why": "classification with labels: accuracy_drop <= 0.01 (default)"}
 
 
 def test_a_corrupted_kernel_fails_the_gate(tmp_path, digits_converted, digits_validation):
@@ -50,7 +53,8 @@ def test_a_corrupted_kernel_fails_the_gate(tmp_path, digits_converted, digits_va
     broken = tmp_path / "broken.onnx"
     corrupt_largest_kernel(onnx_path, broken)
     ref = named(onnx_path, "onnx")
-    result = validate(ref, [named(broken, "broken")], open_source(str(digits_validation), ref.inputs), Thresholds())
+    result = validate(ref, [named(broken, "broken")], open_source(str(digits_validation), ref.inputs),
+                      Thresholds(min_agreement=0.99))  # an explicit bound applies beside the task's default
     assert not result
     metrics = {f.metric for f in result.failures}
     assert {"top1_agreement", "accuracy_drop"} <= metrics
@@ -68,8 +72,8 @@ def test_thresholds_can_be_switched_on_and_off(digits_converted, digits_validati
     got = {f.metric: f for f in strict.failures}
     assert set(got) == {"max_abs_error", "sqnr_db"}
     assert got["max_abs_error"].threshold == 0.0 and got["max_abs_error"].value > 0
-    off = validate(ref, [named(paths["tflite"], "tflite")], source, Thresholds(None, None, None, None))
-    assert off and off.candidates[0].outputs["probs"]["max_abs_error"] > 0
+    off = validate(ref, [named(paths["tflite"], "tflite")], source, Thresholds(enabled=False))
+    assert off and off.candidates[0].outputs["probs"]["max_abs_error"] > 0 and not off.candidates[0].gates
 
 
 def test_nchw_candidate_inputs_are_transposed(tmp_path, digits_converted, digits_validation):

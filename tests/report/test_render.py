@@ -52,7 +52,8 @@ def test_rows_compute_ratios_speedups_and_the_best_per_target():
     assert list(rows)[0] == "source" and rows["source"]["accuracy"] == 0.99
     assert rows["onnx"]["size_ratio"] == pytest.approx(0.4)
     assert rows["onnx"]["speedup"] == pytest.approx(100.0)
-    assert rows["onnx.int8"]["status"] == "failed" and "accuracy_drop" in rows["onnx.int8"]["why"]
+    # a gate failure rejects the artifact and names the metric, its value and the bound
+    assert rows["onnx.int8"]["status"] == "rejected" and rows["onnx.int8"]["why"] == "accuracy_drop = 0.02 > max 0.01"
     # onnx.int8 is fastest but failed the gate, so the best cloud artifact is float onnx
     assert [n for n, r in rows.items() if r["best"]] == ["onnx", "tflite.int8"]
     assert rows["pruned"]["status"] == "-" and rows["pruned"]["sparsity"] == 0.5 and rows["pruned"]["latency_ms"] is None
@@ -81,7 +82,7 @@ def test_markdown_fits_a_pr_comment():
     header = next(i for i, line in enumerate(lines) if line.startswith("| artifact"))
     assert set(lines[header + 1]) <= set("|-:")
     assert sum(line.startswith("| ") for line in lines) == 8  # header + source + 6 artifacts
-    assert "| **onnx ★** |" in md and "❌ failed (gate: accuracy_drop)" in md
+    assert "| **onnx ★** |" in md and "❌ rejected (accuracy_drop = 0.02 > max 0.01)" in md
     assert "gate: max-accuracy-drop 0.01, min-agreement 0.99" in md and "Overall: **FAILED**" in md
     assert len(md) < 65536
 
@@ -123,6 +124,6 @@ def test_html_renders_in_headless_chromium(tmp_path):
     assert len(chart_boxes) == 3 and all(b["width"] > 200 and b["height"] > 100 for b in chart_boxes)
     assert [t.split("(")[0].strip() for t in titles] == ["Size", "Latency p50", "Accuracy"]
     assert len(row_texts) == 7 and row_texts[0].startswith("source")
-    assert any("failed (gate: accuracy_drop)" in t for t in row_texts)
+    assert any("rejected (accuracy_drop = 0.02 > max 0.01)" in t for t in row_texts)
     assert [b.split()[0] for b in best] == ["onnx", "tflite.int8"]
     shutil.copy(tmp_path / "report.png", Path(tmp_path.parent) / "report_render_screenshot.png")
