@@ -158,7 +158,7 @@ class RouteEvidence:
             got = run_batched(load_runner("onnx", path), feeds)
             per_output = compare_outputs(expected, got)
         except Exception as e:  # noqa: BLE001 - a graph that cannot run on the model's inputs is a failed route
-            return f"it does not run on the model's inputs ({first_line(e, 200)})"
+            return f"it does not run on the model's inputs ({last_meaningful_line(e)})"
         scale = max(1.0, max(float(np.max(np.abs(v))) for v in expected.values()))
         err = worst(per_output, "max_abs_error")
         if not err <= self.BOUND * scale:
