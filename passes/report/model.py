@@ -85,8 +85,17 @@ class Report:
     @property
     def verdict(self) -> Verdict:
         gate = self.gate
-        return compute_verdict(self.artifacts, dict(gate.failed_steps) if gate else {},
+        return compute_verdict(self.artifacts, dict(gate.failed_steps) if gate else self.unresolved_failures(),
                                list(gate.targets) if gate else None, bool(gate and gate.strict))
+
+    def unresolved_failures(self) -> dict[str, str]:
+        """Passes (outside optimize's gate) whose latest run failed: a later successful run of the same pass
+        resolves an earlier failure, so a convert that failed once and then succeeded reads as passed."""
+        latest: dict[str, StepRecord] = {}
+        for step in self.steps:
+            if step.pass_name:
+                latest[step.pass_name] = step
+        return {name: step.note or "failed" for name, step in latest.items() if step.status == "failed"}
 
     @property
     def ok(self) -> bool:

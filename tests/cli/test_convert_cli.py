@@ -216,3 +216,7 @@ def test_unsupported_op_is_named_exit_3(mdeploy, unsupported_op_savedmodel, tmp_
     assert [p.name for p in out.rglob("*") if p.is_file()] == ["report.json"]
     report = json.loads((out / "report.json").read_text())
     assert report["artifacts"] == [] and [s["status"] for s in report["steps"]] == ["failed"]
+    from mdeploy.passes.report.model import Report
+
+    verdict = Report.load(out).verdict  # what `mdeploy report` and report.md say agrees with the exit code
+    assert not verdict.ok and verdict.exit_code == 3
