@@ -90,8 +90,9 @@ class Tally:
         self.c[key] += n
         if n and not isinstance(items, int):
             ex = self.examples.setdefault(key, [])
-            if len(ex) < 6:
-                ex.extend(f"{where}: {i}" for i in items[: 6 - len(ex)])
+            limit = 20 if key.startswith("hostile cases") else 6
+            if len(ex) < limit:
+                ex.extend(f"{where}: {i}" for i in items[: limit - len(ex)])
 
     def findings(self, f: Findings, where: str, prefix: str = "") -> None:
         self.add(prefix + "corrupt", f.corrupt, where)
@@ -248,19 +249,32 @@ class Injector:
     # ------------------------------------------------------------------ concurrency
 
     def concurrent(self, rounds: int) -> None:
+        """Two writers into one OUTDIR, started up to 2 s apart, that add different entries: optimize and
+        quantize --mode fp16 (report.json), or two zoo manifests with different model names (zoo-summary.json).
+        Acceptable: both succeed and both entries survive, or one exits 2 naming the other's pid."""
+        other_manifest = self.work / "inputs" / "zoo-tiny2.toml"
+        other_manifest.write_text(self.tiny_manifest.read_text().replace('name = "tiny"', 'name = "tiny2"'))
+        writers = {
+            "optimize + quantize": (lambda out: mdeploy_cmd(*tiny_optimize_args(self.tiny, out)),
+                                    lambda out: mdeploy_cmd("quantize", self.tiny["model"], "--to", "onnx", "--mode",
+                                                            "fp16", "-o", out)),
+            "two zoo manifests": (lambda out: mdeploy_cmd("zoo", self.tiny_manifest, "-o", out, "--json"),
+                                  lambda out: mdeploy_cmd("zoo", other_manifest, "-o", out, "--json")),
+        }
         for k in range(rounds):
-            for kind, args in (("optimize", lambda out: mdeploy_cmd(*tiny_optimize_args(self.tiny, out))),
-                               ("zoo", lambda out: mdeploy_cmd("zoo", self.tiny_manifest, "-o", out, "--json"))):
+            for label, (first, second) in writers.items():
+                kind = "zoo" if "zoo" in label else "optimize"
                 box = Sandbox(self.work / "concurrent" / f"{kind}-{k}")
                 marker = f"fi-{uuid.uuid4().hex[:10]}"
-                where = f"two {kind} writers, round {k + 1}"
+                where = f"{label}, round {k + 1}"
                 before = box.snap()
+                order = [first, second] if self.rng.random() < 0.5 else [second, first]
                 procs = []
-                for _ in range(2):
-                    procs.append(subprocess.Popen(args(box.out), cwd=box.cwd, env=box.env(marker),
+                for make in order:
+                    procs.append(subprocess.Popen(make(box.out), cwd=box.cwd, env=box.env(marker),
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                                   start_new_session=True))
-                    time.sleep(self.rng.uniform(0.0, 0.5))
+                    time.sleep(self.rng.uniform(0.0, 2.0))
                 outcomes = []
                 for p in procs:
                     wait_or_kill(p, 600)
@@ -277,6 +291,17 @@ class Injector:
                 findings = self.check(kind, box.out)
                 self.t.findings(findings, where, prefix="concurrent: ")
                 self.t.add("concurrent: partials left", findings.partials, where)
+                if all(rc in (0, 1) for rc, _ in outcomes):
+                    if kind == "zoo":
+                        try:
+                            rows = json.loads((box.out / "zoo-summary.json").read_text())["models"]
+                        except (OSError, ValueError, KeyError):
+                            rows = []
+                        lost = sorted({"tiny", "tiny2"} - {r.get("name") for r in rows})
+                    else:
+                        names = {a["name"] for a in _report(box.out).get("artifacts", [])}
+                        lost = sorted({"onnx-simplified", "onnx-int8", "onnx-fp16"} - names)
+                    self.t.add("concurrent: entries lost", lost, where)
                 self.log(f"{where}: {outcomes}, {len(findings.corrupt)} corrupt")
 
     # ------------------------------------------------------------------ full disk
@@ -298,6 +323,7 @@ class Injector:
             marker = f"fi-{uuid.uuid4().hex[:10]}"
             where = f"full disk {size} KiB ({'tmpfs' if mounted else 'RLIMIT_FSIZE'})"
             out = disk / "out"
+            leftovers: set[str] = set()
             try:
                 for step in ("optimize", "validate", "report"):
                     if step == "optimize":
@@ -316,11 +342,13 @@ class Injector:
                     if r.returncode not in (0, 2) or (r.returncode == 2 and len(lines_starting(r.stderr, "error:")) != 1):
                         last = (lines_starting(r.stderr, "error:") or [r.stderr.strip()[-160:]])[-1]
                         self.t.add("full disk: not a clean exit 0/2", [f"{step} exit {r.returncode}: {last[:160]}"], where)
-                    findings = check_outdir(out)
-                    self.t.findings(findings, f"{where} {step}", prefix="full disk: ")
-                    partials = [str(p.relative_to(disk)) for p in leftover_partials(disk)]
-                    empty = [str(p.relative_to(disk)) for p in disk.rglob("*") if p.is_file() and p.stat().st_size == 0]
-                    self.t.add("full disk: partial or 0-byte files", sorted(set(partials + empty)), f"{where} {step}")
+                    leftovers |= {str(p.relative_to(disk)) for p in leftover_partials(disk)}
+                    leftovers |= {str(p.relative_to(disk)) for p in disk.rglob("*")
+                                  if p.is_file() and p.stat().st_size == 0 and p.name != "filler"}
+                findings = check_outdir(out)
+                findings.empty_files = []  # counted with the partials, once per disk
+                self.t.findings(findings, where, prefix="full disk: ")
+                self.t.add("full disk: partial or 0-byte files", sorted(leftovers), where)
                 self.t.add("orphans", orphans(marker), where)
             finally:
                 if mounted:
@@ -402,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="about 10 interruptions and one round of each other case")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--workdir", type=Path, help="where to work (default: a fresh temporary directory, removed after)")
-    ap.add_argument("--skip", action="append", default=[], choices=["concurrent", "full-disk", "hostile"])
+    ap.add_argument("--skip", action="append", default=[], choices=["interruptions", "concurrent", "full-disk", "hostile"])
     ap.add_argument("--json", type=Path, help="also write the counts here")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per run")
     args = ap.parse_args(argv)
@@ -413,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     inj = Injector(work, random.Random(args.seed), tally, args.verbose)
     t0 = time.monotonic()
     try:
-        inj.calibrate()
+        if "interruptions" in args.skip:
+            n = 0
+        else:
+            inj.calibrate()
         for i in range(n):
             inj.interrupt(i)
             if (i + 1) % 10 == 0:
@@ -435,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                 "after re-run: corrupt", "after re-run: unlisted", "after re-run: listed outside OUTDIR",
                 "after re-run: artifacts missing from report.json", "0-byte files",
                 "concurrent runs", "concurrent: failures other than a named lock", "concurrent: corrupt",
-                "concurrent: unlisted", "concurrent: partials left",
+                "concurrent: unlisted", "concurrent: entries lost", "concurrent: partials left",
                 "full-disk runs", "full disk: not a clean exit 0/2", "full disk: partial or 0-byte files", "full disk: corrupt",
                 "hostile cases", "hostile cases failing", "hostile: escaped writes",
                 "finished before the signal", "signal SIGINT", "signal SIGTERM", "signal SIGKILL"]:
@@ -448,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"runs": inj.runs, "interrupted": n, "counts": dict(c),
                                          "examples": tally.examples}, indent=2) + "\n")
     failed = sum(c[k] for k in ("corrupt", "unlisted", "escaped writes", "orphans", "partials surviving the next run",
+                                "concurrent: entries lost",
                                 "hostile cases failing", "full disk: partial or 0-byte files"))
     return 1 if failed else 0
 
