@@ -9,7 +9,6 @@ import pytest
 from safety_harness import DIGITS, child_env, lines_starting, run_mdeploy
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: --unsafe-keras turns safe_mode off without a word")
 def test_unsafe_keras_flag_warns(tmp_path, marker):
     r = run_mdeploy("--unsafe-keras", "inspect", DIGITS, cwd=tmp_path, env=child_env(marker))
     assert r.returncode == 0, r.stderr
@@ -17,7 +16,6 @@ def test_unsafe_keras_flag_warns(tmp_path, marker):
     assert len(warnings) == 1, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: MDEPLOY_UNSAFE_KERAS=1 (undocumented) turns safe_mode off silently")
 def test_unsafe_keras_environment_is_loud(tmp_path, marker):
     r = run_mdeploy("inspect", DIGITS, cwd=tmp_path, env=child_env(marker, MDEPLOY_UNSAFE_KERAS="1"))
     # Either honoured with a warning that names it, or refused with an error that names it; never silent.
