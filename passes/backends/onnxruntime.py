@@ -10,19 +10,29 @@ import numpy as np
 from mdeploy.passes.backends.runner import Backend, Feeds, Runner, weight_record, zero_like
 from mdeploy.passes.core.artifact import TensorSpec
 from mdeploy.passes.core.errors import BadInput, first_line
+from mdeploy.passes.core.limits import check_onnx_external_data
 
 _ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
               11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16", 8: "str"}
 
 
-def load_onnx_model(path: Path, load_external_data: bool = True):
+def load_onnx_model(path: Path, load_external_data: bool = True, max_bytes: int | None = None, *,
+                    apply_limit: bool = False):
+    """The ModelProto. External data is checked (limits.check_onnx_external_data) before any of it is read;
+    `apply_limit` also holds it to `max_bytes` (done where a user's model comes in: opening it)."""
     import onnx
 
     try:
-        return onnx.load(str(path), load_external_data=load_external_data)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
         raise BadInput(f"{path} is not a valid ONNX model ({type(e).__name__}: {str(e).strip()[:200] or 'unreadable protobuf'})",
                        "the file is truncated or not ONNX; re-export it") from e
+    check_onnx_external_data(model, Path(path), max_bytes, apply_limit=apply_limit)
+    if load_external_data:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(Path(path).resolve().parent))
+    return model
 
 
 def onnx_signature(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -129,7 +139,7 @@ def _onnx_tensors(path: Path) -> list[dict[str, Any]]:
 
 
 def _onnx_open(path: Path, trusted: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    return onnx_signature(load_onnx_model(path, load_external_data=False))
+    return onnx_signature(load_onnx_model(path, load_external_data=False, apply_limit=True))
 
 
 ONNX = Backend("onnx", "onnxruntime", runner=_onnx_runner, signature=_onnx_open,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.limits import check_keras_archive, check_model_bytes
 
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")
 # Where an artifact of each format is deployed: the gate asks for a passing artifact per requested target.
@@ -128,10 +129,11 @@ def resolve_savedmodel_dir(path: Path) -> Path | None:
     return None
 
 
-def detect_format(path: Path) -> tuple[str, Path]:
+def detect_format(path: Path, max_bytes: int | None = None) -> tuple[str, Path]:
     """Recognise a model by its extension and its bytes. Returns (format, path to load).
 
-    Raises BadInput, naming what was wrong, for anything that is not a readable model.
+    Raises BadInput, naming what was wrong, for anything that is not a readable model or that would take more than
+    `max_bytes` (default: limits.default_max_model_bytes) to hold; ONNX external data is checked when it is loaded.
     """
     path = Path(path)
     if not path.exists():
@@ -146,12 +148,14 @@ def detect_format(path: Path) -> tuple[str, Path]:
     size = path.stat().st_size
     if size == 0:
         raise BadInput(f"{path} is empty (0 bytes)", "the file was probably truncated while copying; re-export or re-download it")
+    check_model_bytes(path, size, max_bytes)
     with open(path, "rb") as fh:
         head = fh.read(16)
     if suffix == ".keras":
         if not zipfile.is_zipfile(path):
             raise BadInput(f"{path} is not a Keras v3 archive (a .keras file is a zip)",
                            "re-save the model with model.save('model.keras'), or pass the right file")
+        check_keras_archive(path, max_bytes)
         return "keras", path
     if suffix in (".h5", ".hdf5"):
         if not head.startswith(_H5_MAGIC):

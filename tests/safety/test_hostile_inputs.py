@@ -26,8 +26,6 @@ def _one_error(stderr: str) -> str:
     return errors[0]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: declared external-data sizes are not checked before onnx.load "
-                                       "reads them")
 def test_external_data_claiming_gigabytes_fails_fast(tmp_path, marker):
     model = build_external_data_onnx(tmp_path / "bloated", claimed_bytes=3 * GiB)
     run = run_with_memory_cap(mdeploy_cmd("simplify", model, "-o", tmp_path / "out" / "b.onnx"), cap_bytes=GiB,
@@ -43,7 +41,6 @@ def config_bomb(tmp_path_factory):
     return build_config_bomb_keras(tmp_path_factory.mktemp("bomb") / "bomb.keras", inflated_bytes=GiB)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the .keras zip's config.json is read whole, however large it inflates")
 def test_keras_config_bomb_fails_fast(config_bomb, tmp_path, marker):
     assert config_bomb.stat().st_size < 16 << 20
     # TensorFlow alone takes about 0.65 GB here: 1.5 GiB leaves room for it, not for the inflated config.
