@@ -20,7 +20,7 @@ from mdeploy.passes.backends import load_runner, run_batched
 from mdeploy.passes.backends.onnxruntime import load_onnx_model, onnx_signature
 from mdeploy.passes.checks.parity import parity_check
 from mdeploy.passes.core.artifact import Artifact, TensorSpec
-from mdeploy.passes.core.errors import BadInput, PassFailed
+from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
 from mdeploy.passes.core.fsio import atomic_output
 from mdeploy.passes.core.pipeline import Context, PassResult, pass_params
 
@@ -72,13 +72,14 @@ class Simplify:
                 raise BadInput(f"--input-shape names '{name}', which is not an input (inputs: {', '.join(sorted(names))})",
                                "spell it NAME:D1,D2,... with a name from `mdeploy inspect MODEL`")
         feeds = self._check_feeds(artifact, ctx)  # bad data is the user's error (exit 2), not onnxsim's
+        reference = self._reference(artifact, feeds)  # an input the runtime refuses is refused, never copied on
         t0 = time.perf_counter()
         problem: str | None = None
         with atomic_output(final, ctx.force) as tmp:
             try:
                 simplified = self._simplify(before_model)
                 onnx.save(simplified, str(tmp))
-                problem = self._check(artifact, tmp, feeds)
+                problem = self._check(artifact, tmp, feeds, reference)
             except Exception as e:  # noqa: BLE001 - onnxsim raises anything; the cause goes in the warning
                 text = str(e).strip().splitlines()
                 problem = f"onnxsim failed: {type(e).__name__}: {text[0][:300] if text else ''}"
@@ -122,7 +123,18 @@ class Simplify:
         feeds.pop(LABELS, None)
         return feeds
 
-    def _check(self, artifact: Artifact, candidate: Path, feeds: dict) -> str | None:
+    def _reference(self, artifact: Artifact, feeds: dict) -> dict:
+        """The input model's outputs on the check's feeds; BadInput (exit 2) when ONNX Runtime cannot load it."""
+        try:
+            runner = load_runner("onnx", artifact.path)
+        except MdeployError:
+            raise
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types; the first line names the op or input
+            raise BadInput(f"ONNX Runtime cannot load {Path(artifact.path).name}: {first_line(e)}",
+                           "fix or re-export the model (`mdeploy inspect` lists its ops); simplify needs a model that runs") from e
+        return run_batched(runner, feeds)
+
+    def _check(self, artifact: Artifact, candidate: Path, feeds: dict, reference: dict) -> str | None:
         """Why the candidate is not a faithful simplification, or None. Runs both models on ONNX Runtime."""
 
         inputs, _ = onnx_signature(load_onnx_model(candidate, load_external_data=False))
@@ -135,7 +147,6 @@ class Simplify:
             load_runner("onnx", candidate)
         except Exception as e:  # noqa: BLE001
             return f"ONNX Runtime cannot load the result ({getattr(e, 'message', e)})"
-        reference = run_batched(load_runner("onnx", artifact.path), feeds)
         result = parity_check(reference, artifact.derive(format="onnx", path=candidate, name="candidate", produced_by={}),
                               feeds, CHECK_TOLERANCE)
         if not result["passed"]:

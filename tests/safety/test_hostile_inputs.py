@@ -51,7 +51,6 @@ def test_keras_config_bomb_fails_fast(config_bomb, tmp_path, marker):
     assert "config.json" in _one_error(run.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: Simplify falls back to copying an input ONNX Runtime cannot load")
 def test_simplify_refuses_an_onnx_the_runtime_cannot_load(tmp_path, marker):
     model = build_unloadable_onnx(tmp_path / "bad.onnx")
     out = tmp_path / "out" / "bad.sim.onnx"
