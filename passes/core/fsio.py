@@ -1,17 +1,76 @@
-"""Output safety: refuse to overwrite without --force, and publish each artifact by atomic rename.
+"""Output safety: refuse to overwrite without --force, publish each artifact by atomic rename, keep every write
+inside its OUTDIR, and turn a full or read-only disk into an error the user can act on.
 
-An interrupted run leaves at most a `.partial` file beside the output, never a half-written artifact.
+An interrupted run leaves at most a `.partial` file beside the output, never a half-written artifact; the next
+run on that OUTDIR sweeps such files away (`sweep_partials`, called with the OUTDIR's lock held).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from mdeploy.passes.core.errors import EnvironmentProblem
+
+# One path component: what a model name, --name or a manifest's `name` may be. No separators, no leading dot.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Errors of the disk, not of the model: the user frees space or fixes permissions (exit 2), no converter knob helps.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+PARTIAL_GLOBS = (".*.partial-*", ".*.old-*")
+
+
+def safe_component(name: str, what: str) -> str:
+    """`name` if it is one harmless path component, else BadInput naming `what` (e.g. "--name")."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or name in (".", ".."):
+        raise BadInput(f"{what} {name!r} is not a plain name",
+                       "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit (no '/' or '..')")
+    return name
+
+
+def name_from_file(path: Path | str, fallback: str = "model") -> str:
+    """A default name from a file's stem ("my model.v2.keras" -> "my_model"), made a safe_component."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).stem.split(".")[0]).lstrip("._-")[:128]
+    return stem or fallback
+
+
+def contained(root: Path, path: Path) -> Path:
+    """`path` (relative paths are taken under `root`) with symlinks resolved, if it stays under `root`; else BadInput."""
+    root_real = Path(root).resolve()
+    real = (root_real / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+    if real != root_real and root_real not in real.parents:
+        raise BadInput(f"{path} is outside the output directory {root}",
+                       "mdeploy writes only under -o OUTDIR; check names and symlinks in it")
+    return real
+
+
+def storage_error(e: OSError, path: Path | str | None = None) -> BadInput | None:
+    """A BadInput for a full, read-only or forbidden disk (exit 2, with a hint about that path), else None."""
+    if e.errno not in STORAGE_ERRNOS:
+        return None
+    where = Path(path or e.filename or ".")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return BadInput(f"cannot write {where}: {os.strerror(e.errno)}",
+                        f"check the permissions of {where.parent} (or choose another -o on a writable disk)")
+    return BadInput(f"cannot write {where}: {os.strerror(e.errno)}",
+                    f"free space on the disk holding {where.parent} (or choose another -o on a disk with room)")
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path | str | None = None) -> Iterator[None]:
+    """Re-raise a disk's OSError as storage_error's BadInput."""
+    try:
+        yield
+    except OSError as e:
+        mapped = storage_error(e, path)
+        if mapped is None:
+            raise
+        raise mapped from e
 
 
 def ensure_writable(path: Path, force: bool) -> None:
@@ -23,9 +82,18 @@ def ensure_writable(path: Path, force: bool) -> None:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
-        path.unlink()
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def move_aside(path: Path, why: str) -> Path:
+    """Rename `path` to a hidden `.NAME.<why>-<time>` beside it (kept for the user to look at), and return that."""
+    path = Path(path)
+    aside = path.with_name(f".{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    os.replace(path, aside)
+    return aside
 
 
 @contextlib.contextmanager
@@ -37,29 +105,51 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     ensure_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"the writer produced no output at {tmp}")
-        if path.exists():
-            # --force: move the old one aside first so a directory rename cannot fail half-way.
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
-        else:
+        with storage_errors(path):
+            yield tmp
+            if not tmp.exists():
+                raise RuntimeError(f"the writer produced no output at {tmp}")
+            if path.exists():
+                # --force: move the old one aside first so a directory rename cannot fail half-way.
+                old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                _remove(old)
+            else:
+                os.replace(tmp, path)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace a small text file (report.json, cache entries) atomically; these are ours to update.
+    On failure (a full disk) nothing is left behind and the old file is untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        with storage_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
     finally:
         if tmp.exists():
             _remove(tmp)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace a small text file (report.json, cache entries) atomically; these are ours to update."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def sweep_partials(out_dir: Path) -> list[Path]:
+    """Remove the `.partial`/`.old` files a killed run left under OUTDIR. Call only with OUTDIR's lock held: then
+    no other mdeploy is writing there, so every such file is stale."""
+    removed = []
+    for pattern in PARTIAL_GLOBS:
+        for p in Path(out_dir).rglob(pattern):
+            _remove(p)
+            removed.append(p)
+    return removed

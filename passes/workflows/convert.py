@@ -9,10 +9,11 @@ from mdeploy.passes.checks.parity import PARITY_TOLERANCE, parity_check, parity_
 from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import EXIT_BAD_INPUT, BadInput, MdeployError, PassFailed
-from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.fsio import ensure_writable, name_from_file, safe_component
 from mdeploy.passes.core.pipeline import Context, Step, pass_params, run_pass
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.sections import Checks
+from mdeploy.passes.workflows.recipe import check_opset
 
 CONVERT_FORMATS = ("savedmodel", "onnx", "tflite")
 
@@ -50,9 +51,10 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
     """Convert `model` to each target, check parity of each artifact against the source, and write report.json."""
 
     stage = on_stage or (lambda text: None)
+    name = safe_component(name, "--name") if name is not None else name_from_file(model)  # a name becomes a path
+    check_opset(opset or DEFAULT_OPSET)
     stage("loading the model")
     source = open_artifact(model, trusted=trusted)
-    name = name or Path(model).stem.split(".")[0] or "model"
     passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET)
     for path in planned_outputs(passes, out_dir, name):
         ensure_writable(path, force)  # fail before any work, not after the first artifact

@@ -28,7 +28,7 @@ from mdeploy.passes.core.artifact import (
     detect_format,
 )
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.core.fsio import write_text_atomic
+from mdeploy.passes.core.fsio import name_from_file, write_text_atomic
 from mdeploy.passes.core.pipeline import (
     MDEPLOY_VERSION,
     Context,
@@ -210,7 +210,7 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
         recipe = dataclasses.replace(recipe, target="cloud")  # no TFLite route from ONNX: the default follows the source
     stage("checking the data")
     check_data(recipe, source)
-    name = recipe.name or Path(model).stem.split(".")[0] or "model"
+    name = recipe.name or name_from_file(model)  # recipe.name was checked by recipe.check
     plan_warnings: list[str] = []
     prelude, branches = build_plan(source, recipe, name, plan_warnings)
     ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage, verbose=verbose)

@@ -20,6 +20,7 @@ from mdeploy.passes.quantize.tflite import QuantizeTflite
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.sections import Quality
 from mdeploy.passes.workflows.convert import convert
+from mdeploy.passes.workflows.recipe import check_opset
 
 QUANTIZE_FORMATS = ("onnx", "tflite")
 
@@ -154,6 +155,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
         raise BadInput(f"--to {to}: quantization targets are {', '.join(QUANTIZE_FORMATS)}", "pass --to onnx or --to tflite")
     if mode not in MODES:
         raise BadInput(f"--mode {mode}: unknown mode", f"choose from {', '.join(MODES)}")
+    if opset is not None:
+        check_opset(opset)
     stage("loading the model")
     source = open_artifact(model, trusted=trusted)
     if source.format == "tflite" or (to == "tflite" and source.format == "onnx"):

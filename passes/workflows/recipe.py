@@ -14,9 +14,26 @@ from typing import Any
 from mdeploy.calibration.images import image_options
 from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import safe_component
 
 DEPLOYMENT_CHOICES = ("cloud", "edge", "all")
 QUANT_MODES = ("int8", "dynamic", "fp16")
+# The opsets tf2onnx converts to (its OPSET_TO_IR_VERSION ends at 18; below 9 it lacks most TF ops). Checked up front
+# without importing tf2onnx, which would import TensorFlow.
+ONNX_OPSETS = range(9, 19)
+
+
+def check_opset(opset: int, key: str = "--opset") -> int:
+    if opset not in ONNX_OPSETS:
+        raise BadInput(f"{key} {opset} is outside the opsets tf2onnx supports ({ONNX_OPSETS[0]}-{ONNX_OPSETS[-1]})",
+                       f"use {key} 17 (the default) or another value in that range")
+    return opset
+
+
+def _at_least(value: int | None, minimum: int, key: str, optional: bool = False) -> None:
+    if (value is None and optional) or (value is not None and value >= minimum):
+        return
+    raise BadInput(f"recipe key '{key}' must be at least {minimum}, got {value}", f"set {key} to {minimum} or more")
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,17 @@ def check(recipe: Recipe) -> Recipe:
     image_options(**dataclasses.asdict(recipe.images))  # bad sizes, layouts or colours fail before any work
     if recipe.jobs is not None and recipe.jobs < 1:
         raise BadInput(f"jobs must be at least 1, got {recipe.jobs}", "use --jobs 1 to run serially")
+    # Every value a later step would refuse is refused now, before anything is written.
+    check_opset(recipe.opset, "opset")
+    if recipe.name is not None:
+        safe_component(recipe.name, "recipe key 'name'")
+    b = recipe.bench
+    _at_least(b.runs, 1, "bench.runs")
+    _at_least(b.warmup, 0, "bench.warmup")
+    _at_least(b.batch, 1, "bench.batch")
+    _at_least(b.threads, 1, "bench.threads", optional=True)
+    _at_least(recipe.quantize.samples, 1, "quantize.samples")
+    _at_least(recipe.prune.epochs, 1, "prune.epochs")
     return recipe
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from mdeploy.passes.core.artifact import content_hash
 from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import name_from_file, safe_component
 from mdeploy.passes.workflows.recipe import read_toml
 
 # The gate's bounds, passed to each model's optimize as its flags (see passes/checks/gates.py).
@@ -99,7 +100,9 @@ def load_manifest(path: Path) -> Manifest:
         if "path" not in entry:
             raise BadInput(f"model[{i}] has no path", "give every [[model]] a path")
         merged = {**defaults, **entry}
-        name = str(merged.get("name") or Path(merged["path"]).stem)
+        # the name becomes OUTDIR/<name>: one plain path component, never '..' or an absolute path
+        name = (safe_component(merged["name"], f"model[{i}].name") if "name" in merged
+                else name_from_file(merged["path"]))
         if name in seen:
             raise BadInput(f"two models are called '{name}'", "give each [[model]] a unique name")
         seen.add(name)

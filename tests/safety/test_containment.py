@@ -20,7 +20,6 @@ def _assert_refused(r, sandbox, what: str) -> None:
     assert len(lines_starting(r.stderr, "error:")) == 1 and len(lines_starting(r.stderr, "hint:")) == 1, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: zoo model names are joined to OUTDIR unchecked (and run with --force)")
 @pytest.mark.parametrize("kind", ["relative", "absolute"])
 def test_zoo_model_name_cannot_leave_outdir(kind, sandbox, tiny, marker):
     name = "../victim" if kind == "relative" else str(sandbox.victim)
@@ -32,7 +31,6 @@ def test_zoo_model_name_cannot_leave_outdir(kind, sandbox, tiny, marker):
     _assert_refused(r, sandbox, f"zoo name {name!r}")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: convert --name becomes savedmodel/NAME/1 unchecked")
 def test_convert_name_cannot_leave_outdir(sandbox, marker):
     sandbox.watch()
     r = run_mdeploy("convert", DIGITS, "--to", "savedmodel", "--name", "../../x", "-o", sandbox.out,
@@ -40,7 +38,6 @@ def test_convert_name_cannot_leave_outdir(sandbox, marker):
     _assert_refused(r, sandbox, "convert --name ../../x")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the recipe key `name` is not validated")
 def test_recipe_name_is_validated_before_work(sandbox, tiny, marker):
     # The tiny ONNX never reaches the SavedModel pass that joins `name` to OUTDIR (that escape is in
     # benchmarks/fault_injection.py), but a name that is not one path component must be refused up front anyway.

@@ -60,7 +60,6 @@ def test_simplify_refuses_an_onnx_the_runtime_cannot_load(tmp_path, marker):
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: recipe values are type-checked but opset's range is not")
 def test_recipe_opset_out_of_range_rejected_up_front(sandbox, tiny, marker):
     recipe = sandbox.parent / "opset.toml"
     recipe.write_text(tiny["recipe"].read_text().replace("jobs = 1", "jobs = 1\nopset = 999"))
@@ -70,7 +69,6 @@ def test_recipe_opset_out_of_range_rejected_up_front(sandbox, tiny, marker):
     assert not sandbox.out.exists() or not any(sandbox.out.iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: bench.runs is checked only when bench runs, after artifacts are written")
 def test_recipe_negative_runs_rejected_up_front(sandbox, tiny, marker):
     recipe = sandbox.parent / "runs.toml"
     recipe.write_text(tiny["recipe"].read_text().replace("enabled = false", "enabled = true\nruns = -1"))
