@@ -138,12 +138,15 @@ class QuantizeOnnx:
 
 
         calibration = require_calibration(self.calibration, self.name)
-        pre = work / "preprocessed.onnx"
-        try:
-            quant_pre_process(str(artifact.path), str(pre))
-        except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; the plain route still works
-            ctx.warn(f"quant_pre_process failed ({type(e).__name__}: {str(e).strip()[:200]}); quantizing without symbolic shape inference")
-            quant_pre_process(str(artifact.path), str(pre), skip_symbolic_shape=True)
+        pre, source = (work / "preprocessed.onnx").resolve(), str(Path(artifact.path).resolve())
+        # ORT's symbolic shape inference saves sym_shape_infer_temp.onnx (and .data files) in the working directory
+        # when it gives up: run it in our temporary directory, with absolute paths, so nothing lands in the user's.
+        with contextlib.chdir(work):
+            try:
+                quant_pre_process(source, str(pre))
+            except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; the plain route still works
+                ctx.warn(f"quant_pre_process failed ({type(e).__name__}: {str(e).strip()[:200]}); quantizing without symbolic shape inference")
+                quant_pre_process(source, str(pre), skip_symbolic_shape=True)
         # ORT calibrates on a copy of the graph that outputs every intermediate tensor, so peak memory grows
         # with the batch: MobileNetV2 at 32 images needs ~3.5 GB, at 8 under 1 GB, for the same ranges.
         calibration = dataclasses.replace(calibration, batch_size=min(calibration.batch_size, CALIBRATION_BATCH))

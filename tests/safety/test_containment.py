@@ -50,8 +50,6 @@ def test_recipe_name_is_validated_before_work(sandbox, tiny, marker):
     assert not sandbox.out.exists() or not any(sandbox.out.iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: onnxruntime's symbolic shape inference saves "
-                                       "sym_shape_infer_temp.onnx in the CWD when it gives up")
 def test_quantize_leaves_nothing_in_cwd(sandbox, tmp_path, marker):
     model, cal = build_unshaped_onnx(tmp_path / "unshaped")
     sandbox.watch()
