@@ -62,6 +62,7 @@ _ENVIRONMENT_ERRNOS = {
     errno.ENOSPC: "free space on that disk, or write to another -o OUTDIR",
     errno.EDQUOT: "free space within your quota, or write to another -o OUTDIR",
     errno.EROFS: "the file system is read-only: pass a writable -o OUTDIR",
+    errno.EFBIG: "the file is larger than this system lets a process write (ulimit -f): raise the limit or write elsewhere",
     errno.EACCES: "you may not write there: pass a writable -o OUTDIR or fix its permissions",
     errno.EPERM: "you may not write there: pass a writable -o OUTDIR or fix its permissions",
     errno.ENOTDIR: "a path component is a file, not a directory: pass a directory as -o OUTDIR",

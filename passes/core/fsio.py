@@ -7,7 +7,6 @@ run on that OUTDIR sweeps such files away (`sweep_partials`, called with the OUT
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -16,12 +15,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from mdeploy.passes.core.errors import EnvironmentProblem
+from mdeploy.passes.core.errors import BadInput, EnvironmentProblem, environment_error
 
 # One path component: what a model name, --name or a manifest's `name` may be. No separators, no leading dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-# Errors of the disk, not of the model: the user frees space or fixes permissions (exit 2), no converter knob helps.
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 PARTIAL_GLOBS = (".*.partial-*", ".*.old-*")
 
 
@@ -40,34 +37,22 @@ def name_from_file(path: Path | str, fallback: str = "model") -> str:
 
 
 def contained(root: Path, path: Path) -> Path:
-    """`path` (relative paths are taken under `root`) with symlinks resolved, if it stays under `root`; else BadInput."""
+    """`path` with symlinks resolved, if it stays under `root` (also resolved); else BadInput."""
     root_real = Path(root).resolve()
-    real = (root_real / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+    real = Path(path).resolve()
     if real != root_real and root_real not in real.parents:
         raise BadInput(f"{path} is outside the output directory {root}",
                        "mdeploy writes only under -o OUTDIR; check names and symlinks in it")
     return real
 
 
-def storage_error(e: OSError, path: Path | str | None = None) -> BadInput | None:
-    """A BadInput for a full, read-only or forbidden disk (exit 2, with a hint about that path), else None."""
-    if e.errno not in STORAGE_ERRNOS:
-        return None
-    where = Path(path or e.filename or ".")
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return BadInput(f"cannot write {where}: {os.strerror(e.errno)}",
-                        f"check the permissions of {where.parent} (or choose another -o on a writable disk)")
-    return BadInput(f"cannot write {where}: {os.strerror(e.errno)}",
-                    f"free space on the disk holding {where.parent} (or choose another -o on a disk with room)")
-
-
 @contextlib.contextmanager
-def storage_errors(path: Path | str | None = None) -> Iterator[None]:
-    """Re-raise a disk's OSError as storage_error's BadInput."""
+def storage_errors() -> Iterator[None]:
+    """Re-raise an OSError about the user's disk or permissions as errors.environment_error's EnvironmentProblem."""
     try:
         yield
     except OSError as e:
-        mapped = storage_error(e, path)
+        mapped = environment_error(e)
         if mapped is None:
             raise
         raise mapped from e
@@ -88,10 +73,11 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def move_aside(path: Path, why: str) -> Path:
-    """Rename `path` to a hidden `.NAME.<why>-<time>` beside it (kept for the user to look at), and return that."""
+def move_aside(path: Path, why: str, hidden: bool = True) -> Path:
+    """Rename `path` to `.NAME.<why>-<time>` beside it (kept for the user to look at; hidden, so no reader takes it
+    for an artifact), and return that."""
     path = Path(path)
-    aside = path.with_name(f".{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    aside = path.with_name(f"{'.' if hidden else ''}{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
     os.replace(path, aside)
     return aside
 
@@ -105,11 +91,11 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     ensure_writable(path, force)
-    with storage_errors(path):
+    with storage_errors():
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
-        with storage_errors(path):
+        with storage_errors():
             yield tmp
             if not tmp.exists():
                 raise RuntimeError(f"the writer produced no output at {tmp}")
@@ -132,7 +118,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
-        with storage_errors(path):
+        with storage_errors():
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w") as f:
                 f.write(text)

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import inspect
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import storage_errors, sweep_partials, write_text_atomic
 
 LOCK_NAME = ".mdeploy.lock"
+# The OUTDIRs this process holds. A lock belongs to the process, so a command that runs another inside it
+# (quantize converts first) re-enters it instead of finding it held by itself.
+_held: dict[Path, int] = {}
 
 
 def _holder() -> str:
@@ -36,8 +41,16 @@ def outdir_lock(out_dir: Path, *, sweep: bool = True) -> Iterator[Path]:
     """Hold OUTDIR's lock (creating OUTDIR), or fail at once with BadInput naming the holder. With the lock held,
     `.partial` files a killed run left are removed (`sweep`)."""
     out_dir = Path(out_dir)
+    key = out_dir.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield out_dir / LOCK_NAME
+        finally:
+            _held[key] -= 1
+        return
     lock_file = out_dir / LOCK_NAME
-    with storage_errors(lock_file):
+    with storage_errors():
         out_dir.mkdir(parents=True, exist_ok=True)
         if not lock_file.exists():
             # created whole (never an empty file), under a temporary name, then linked into place
@@ -59,8 +72,30 @@ def outdir_lock(out_dir: Path, *, sweep: bool = True) -> Iterator[Path]:
         with contextlib.suppress(OSError):  # naming the holder is a courtesy; a full disk must not stop the run
             os.pwrite(fd, data, 0)
             os.ftruncate(fd, len(data))
+        _held[key] = 1
         if sweep:
             sweep_partials(out_dir)
         yield lock_file
     finally:
+        _held.pop(key, None)
         os.close(fd)  # releases the flock
+
+
+def locks_outdir(where: str | Callable[[dict], Path | None], *, create: bool = True):
+    """Decorate a workflow so that it runs holding its OUTDIR's lock. `where` names the argument holding OUTDIR,
+    or maps the bound arguments to it (None: nothing to lock). With create=False a missing OUTDIR is not made
+    (the workflow then reports it)."""
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            target = where(bound.arguments) if callable(where) else bound.arguments.get(where)
+            if target is None or (not create and not Path(target).is_dir()):
+                return fn(*args, **kwargs)
+            with outdir_lock(Path(target)):
+                return fn(*args, **kwargs)
+        return locked
+    return decorate

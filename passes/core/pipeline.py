@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +26,7 @@ from mdeploy.passes.core.errors import (
     environment_error,
     last_meaningful_line,
 )
-from mdeploy.passes.core.fsio import write_text_atomic
+from mdeploy.passes.core.fsio import contained, move_aside, write_text_atomic
 from mdeploy.passes.core.logs import configure_logging
 
 try:
@@ -71,6 +72,12 @@ class Context:
     verbose: bool = False  # spawned branch processes configure their logging from it
     on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     warnings: list[str] = field(default_factory=list)
+    # Files this OUTDIR's report.json lists ({resolved path: sha256}): a pass may replace them without --force,
+    # since they are mdeploy's own; one whose bytes no longer match is moved aside first, with a warning.
+    replaceable: dict[str, str] = field(default_factory=dict)
+    # Called with each artifact as soon as it is under its final name (a picklable object, so spawned branches
+    # can call it too): the workflow lists it in report.json at once, so a killed run leaves no unlisted artifact.
+    on_publish: Callable[[Artifact], None] | None = field(default=None, repr=False, compare=False)
 
     def stage(self, text: str) -> None:
         if self.on_stage is not None:
@@ -136,10 +143,14 @@ def artifact_from_record(record: dict[str, Any], parent: Artifact) -> Artifact:
 
 class StepCache:
     """Maps (input content hash, pass, params, version) to a finished output. An entry is written
-    only after its output is complete, and a hit is honoured only if the output still hashes the same."""
+    only after its output is complete, and a hit is honoured only if the output still hashes the same.
 
-    def __init__(self, directory: Path):
+    Outputs are stored relative to OUTDIR (`root`), so a moved or copied OUTDIR keeps its cache and never points
+    into another directory; an entry that would resolve outside OUTDIR is a miss."""
+
+    def __init__(self, directory: Path, root: Path):
         self.directory = Path(directory)
+        self.root = Path(root)
 
     def get(self, key: str, parent: Artifact) -> PassResult | None:
         entry = self.directory / f"{key}.json"
@@ -147,18 +158,25 @@ class StepCache:
             return None
         try:
             record = json.loads(entry.read_text())
-            path = Path(record["artifact"]["path"])
+            stored = Path(record["artifact"]["path"])
+            if stored.is_absolute():
+                return None  # written by an older mdeploy: rebuilt once
+            path = contained(self.root, self.root / stored)
             if not path.exists() or content_hash(path) != record["sha256"]:
                 return None
-            return PassResult(artifact_from_record(record["artifact"], parent), record.get("status", "ok"),
-                              record.get("note", ""))
-        except (OSError, ValueError, KeyError):
+            return PassResult(artifact_from_record({**record["artifact"], "path": str(path)}, parent),
+                              record.get("status", "ok"), record.get("note", ""))
+        except (OSError, ValueError, KeyError, TypeError, BadInput):
             return None
 
     def put(self, key: str, result: PassResult) -> None:
+        try:
+            relative = contained(self.root, result.artifact.path).relative_to(self.root.resolve())
+        except BadInput:
+            return  # an output outside OUTDIR is never cached
         record = {"artifact": result.artifact.to_dict(), "sha256": content_hash(result.artifact.path),
                   "status": result.status, "note": result.note}
-        record["artifact"]["path"] = str(Path(result.artifact.path).resolve())
+        record["artifact"]["path"] = str(relative)
         write_text_atomic(self.directory / f"{key}.json", json.dumps(record, default=str))
 
 
@@ -169,17 +187,20 @@ def run_pass(p: Pass, artifact: Artifact, ctx: Context, steps: list[Step]) -> Ar
     if artifact.format not in p.accepts:
         raise BadInput(f"pass '{p.name}' cannot take a {artifact.format} model (it accepts {', '.join(p.accepts)})",
                        f"convert the model to one of {', '.join(p.accepts)} first")
-    cache = StepCache(ctx.cache_dir) if ctx.cache_dir else None
+    cache = StepCache(ctx.cache_dir, ctx.out_dir) if ctx.cache_dir else None
     key = cache_key(content_hash(artifact.path), p) if cache else ""
     t0 = time.perf_counter()
     hit = cache.get(key, artifact) if cache else None
     if hit is not None:
         steps.append(Step(p.name, pass_params(p), str(artifact.path), str(hit.artifact.path), time.perf_counter() - t0,
                           cached=True, status=hit.status, note=hit.note))
+        if ctx.on_publish is not None:
+            ctx.on_publish(hit.artifact)
         return hit.artifact
     ctx.stage(f"{p.name}: {artifact.name}")
+    run_ctx = _claim_output(p, ctx)
     try:
-        out = p.run(artifact, ctx)
+        out = p.run(artifact, run_ctx)
     except MdeployError:
         raise
     except Exception as e:  # a converter's own exception: name the pass and keep the cause for --debug
@@ -188,6 +209,8 @@ def run_pass(p: Pass, artifact: Artifact, ctx: Context, steps: list[Step]) -> Ar
             raise env from e
         raise pass_failure(p.name, artifact.name, e) from e
     result = out if isinstance(out, PassResult) else PassResult(out)
+    if ctx.on_publish is not None:
+        ctx.on_publish(result.artifact)  # listed before it is cached: a listed file is one a re-run may replace
     if cache:
         cache.put(key, result)
     steps.append(Step(p.name, pass_params(p), str(artifact.path), str(result.artifact.path), time.perf_counter() - t0,
@@ -204,6 +227,31 @@ def pass_failure(pass_name: str, input_name: str, e: BaseException) -> PassFaile
     else:
         hint = "run with --debug for the full traceback"
     return PassFailed(f"pass '{pass_name}' failed on {input_name}: {type(e).__name__}: {line}", hint)
+
+
+def _claim_output(p: Pass, ctx: Context) -> Context:
+    """The Context to run `p` with. Its output must stay under OUTDIR. When the output exists and this OUTDIR's
+    report lists it, it is ours to replace (a re-run after --no-cache, a lost cache or an interruption); when its
+    bytes no longer match the report, it is moved aside with a warning, never built upon."""
+    output_path = getattr(p, "output_path", None)
+    if output_path is None:
+        return ctx
+    out = Path(output_path(ctx))
+    real = contained(ctx.out_dir, out)
+    if ctx.force or not (out.exists() or out.is_symlink()):
+        return ctx
+    recorded = ctx.replaceable.get(str(real))
+    if recorded is None:
+        return ctx  # not ours: the pass refuses it without --force
+    try:
+        intact = content_hash(out) == recorded
+    except OSError:
+        intact = False
+    if not intact:
+        aside = move_aside(out, "damaged")
+        ctx.warn(f"{os.path.relpath(out, ctx.out_dir)} did not match report.json (damaged or changed): "
+                 f"kept as {aside.name} and rebuilt")
+    return dataclasses.replace(ctx, force=True)
 
 
 class Pipeline:
@@ -295,7 +343,7 @@ def run_branches(branches: dict[str, Sequence[Node]], inputs: dict[str, Artifact
         return results
     import multiprocessing
 
-    shippable = dataclasses.replace(ctx, on_stage=None, warnings=[])  # callbacks do not cross processes
+    shippable = dataclasses.replace(ctx, on_stage=None, warnings=[])  # callbacks do not cross processes (on_publish is an object that does)
     with ProcessPoolExecutor(max_workers=min(jobs, len(branches)), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(_run_plan_in_child, nodes, inputs, shippable) for name, nodes in branches.items()}
         ctx.stage("running in parallel: " + ", ".join(branches))

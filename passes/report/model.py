@@ -5,6 +5,7 @@ Schema 2 adds `verdict` (and per-section `gates`); readers accept schema 1 (see 
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.core.fsio import write_text_atomic
+from mdeploy.passes.core.fsio import move_aside, write_text_atomic
 from mdeploy.passes.core.pipeline import MDEPLOY_VERSION, Step
 from mdeploy.passes.report.sections import (
     ArtifactRecord,
@@ -194,8 +195,17 @@ class Report:
                 if old.source.sha256 == source.sha256():
                     return old
             except (ValueError, TypeError):
-                pass
+                fresh = cls.replacing_unreadable(path, cls.for_source(source).source)
+                fresh.save(out_dir)
+                return fresh
         return cls.for_source(source)
+
+    @classmethod
+    def replacing_unreadable(cls, path: Path, source: SourceRecord) -> Report:
+        """A fresh report for an unreadable report.json, which is kept beside it (never silently replaced); the
+        fresh report's warning says where."""
+        aside = move_aside(path, "unreadable", hidden=False)
+        return cls(source=copy.deepcopy(source), warnings=[f"{path} could not be read: kept as {aside.name}; a new report.json was started"])
 
     def save(self, out_dir: Path) -> Path:
         path = Path(out_dir) / REPORT_NAME

@@ -7,11 +7,13 @@ from typing import Any
 
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.bench import bench
+from mdeploy.passes.core.lock import locks_outdir
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.report.sections import ArtifactRecord
 from mdeploy.passes.report.update import add_bench, find_record
 
 
+@locks_outdir("out_dir", create=False)
 def bench_models(models: list[Path], *, batch: int = 1, threads: int | None = None, warmup: int = 10, runs: int = 100,
                  out_dir: Path | None = None, on_stage=None, trusted: bool = False) -> list[dict[str, Any]]:
     """Benchmark each model in its own subprocess; with `out_dir`, add each result to its report.json."""

@@ -10,7 +10,9 @@ from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import EXIT_BAD_INPUT, BadInput, MdeployError, PassFailed
 from mdeploy.passes.core.fsio import ensure_writable, name_from_file, safe_component
+from mdeploy.passes.core.lock import locks_outdir
 from mdeploy.passes.core.pipeline import Context, Step, pass_params, run_pass
+from mdeploy.passes.report.journal import ReportJournal
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.sections import Checks
 from mdeploy.passes.workflows.recipe import check_opset
@@ -45,6 +47,7 @@ def planned_outputs(passes: list, out_dir: Path, name: str) -> list[Path]:
     return [paths[p.name] for p in passes]
 
 
+@locks_outdir("out_dir")
 def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None = None, name: str | None = None,
             data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None,
             trusted: bool = False) -> Report:
@@ -58,8 +61,9 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
     passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET)
     for path in planned_outputs(passes, out_dir, name):
         ensure_writable(path, force)  # fail before any work, not after the first artifact
-    ctx = Context(out_dir=out_dir, force=force, name=name, parity_data=data, on_stage=stage)
     report = Report.load_or_new(out_dir, source)
+    ctx = Context(out_dir=out_dir, force=force, name=name, parity_data=data, on_stage=stage,
+                  on_publish=ReportJournal(Path(out_dir), report.source))
     feeds, feeds_desc = parity_feeds(source, data)
     stage("running the source model")
     reference = run_batched(artifact_runner(source), feeds)

@@ -29,6 +29,7 @@ from mdeploy.passes.core.artifact import (
 )
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import name_from_file, write_text_atomic
+from mdeploy.passes.core.lock import locks_outdir
 from mdeploy.passes.core.pipeline import (
     MDEPLOY_VERSION,
     Context,
@@ -41,6 +42,7 @@ from mdeploy.passes.prune import sparsity_survival
 from mdeploy.passes.prune.keras import PruneKeras
 from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
+from mdeploy.passes.report.journal import ReportJournal, previous_report
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.sections import Gate
 from mdeploy.passes.report.render import to_html, to_markdown
@@ -84,16 +86,16 @@ def data_hash(spec: str | None) -> str | None:
     return content_hash(p) if p.exists() else spec
 
 
-def open_source_model(path: Path, cache: ResultCache, trusted: bool = False) -> Artifact:
+def open_source_model(path: Path, cache: ResultCache, trusted: bool = False, max_bytes: int | None = None) -> Artifact:
     """open_artifact, with the signature cached by content so cached re-runs skip loading TensorFlow."""
 
-    fmt, real = detect_format(path)
+    fmt, real = detect_format(path, max_bytes)
     key = cache.key(kind="signature", sha=content_hash(real))
     hit = cache.get(key)
     if hit is not None:
         return Artifact(fmt, real, tuple(TensorSpec.from_dict(t) for t in hit["inputs"]),
                         tuple(TensorSpec.from_dict(t) for t in hit["outputs"]), meta={"precision": "float32"}, trusted=trusted)
-    artifact = open_artifact(real, trusted=trusted)
+    artifact = open_artifact(real, trusted=trusted, max_bytes=max_bytes)
     cache.put(key, {"inputs": [t.to_dict() for t in artifact.inputs], "outputs": [t.to_dict() for t in artifact.outputs]})
     return artifact
 
@@ -190,9 +192,12 @@ def requested_targets(recipe: Recipe) -> list[str]:
     return ["cloud", "edge"] if recipe.target == "all" else [recipe.target]
 
 
+@locks_outdir("out_dir")
 def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False, on_stage=None, trusted: bool = False,
-             verbose: bool = False) -> Any:
+             verbose: bool = False, max_model_bytes: int | None = None) -> Any:
     """Run the whole pipeline on `model`, write OUTDIR/report.{json,md,html}, and return the Report.
+
+    A re-run adds to OUTDIR's report: records whose files are intact are kept, this run's replace them by name.
 
     The report's artifacts carry status "ok" or "rejected" (over the accuracy budget) or the step failures;
     `report.gate` names the requested targets; `report.verdict` says whether each has a passing artifact.
@@ -205,7 +210,7 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     results = ResultCache(cache_dir)
     t_start = time.perf_counter()
     stage("reading the model")
-    source = open_source_model(Path(model), results, trusted)
+    source = open_source_model(Path(model), results, trusted, max_model_bytes)
     if source.format == "onnx" and recipe.target == "all":
         recipe = dataclasses.replace(recipe, target="cloud")  # no TFLite route from ONNX: the default follows the source
     stage("checking the data")
@@ -213,8 +218,13 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     name = recipe.name or name_from_file(model)  # recipe.name was checked by recipe.check
     plan_warnings: list[str] = []
     prelude, branches = build_plan(source, recipe, name, plan_warnings)
-    ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage, verbose=verbose)
-    report = Report.for_source(source)
+    report, listed = previous_report(out_dir, source)
+    if report.steps:  # the previous run's steps and warnings describe that run; a fresh report's note is kept
+        report.warnings = []
+    report.steps = []
+    report.source = Report.for_source(source).source
+    ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage, verbose=verbose,
+                  replaceable=listed, on_publish=ReportJournal(out_dir, report.source))
     report.warnings.extend(plan_warnings)
     report.recipe = recipe.to_dict()
 

@@ -9,6 +9,7 @@ from mdeploy.passes.backends import artifact_runner, open_artifact, run_batched
 from mdeploy.passes.checks.compare import accuracy, is_classifier_output
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.lock import locks_outdir
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.prune import pruning_pass
 from mdeploy.passes.prune.masks import check_sparsity, parse_pattern
@@ -26,6 +27,7 @@ def labelled_accuracy(artifact, data: str) -> float | None:
     return accuracy(first, labels) if is_classifier_output(first) else None
 
 
+@locks_outdir("out_dir")
 def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "layer", exclude: tuple[str, ...] = (),
           prune_first_last: bool = False, pattern: str | None = None, fine_tune: str | None = None, epochs: int = 2,
           batch_size: int = 32, learning_rate: float = 1e-3, loss: str | None = None, metric: str | None = None,

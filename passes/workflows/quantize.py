@@ -12,11 +12,13 @@ from mdeploy.passes.checks.gates import Thresholds
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.lock import locks_outdir
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.prune import measure_sparsity, sparsity_survival
 from mdeploy.passes.quantize import MODES, quantization_quality
 from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
+from mdeploy.passes.report.journal import ReportJournal
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.sections import Quality
 from mdeploy.passes.workflows.convert import convert
@@ -142,6 +144,7 @@ def sparsity_kept(source, quantized) -> dict | None:
     return sparsity_survival(source, quantized)
 
 
+@locks_outdir("out_dir")
 def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str | None = None,
              validation: str | None = None, samples: int = DEFAULT_SAMPLES, method: str = "minmax", format: str = "qdq",
              per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", activations: str = "uint8",
@@ -170,7 +173,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
     plan = plan_data(source.inputs, mode, calibration, validation, samples, image=image, batch_size=batch_size, seed=seed)
     parent = float_parent(model, source, to, out_dir, opset=opset, force=force, on_stage=stage)
     qpass = dataclasses.replace(qpass, calibration=plan.calibration)
-    ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage)
+    ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage,
+                  on_publish=ReportJournal(out_dir, Report.for_source(source).source))
     steps: list = []
     quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
     stage(f"comparing {quantized.name} with {parent.name} on held-out data")

@@ -7,6 +7,7 @@ from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.report.model import REPORT_NAME, Report, artifact_record
 from mdeploy.passes.simplify import Simplify
@@ -44,6 +45,11 @@ def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None =
     if source.format != "onnx":
         raise BadInput(f"{model} is a {source.format} model; simplify takes ONNX", "convert it first: mdeploy convert MODEL --to onnx")
     p = Simplify(file_name=str(out.resolve()), input_shapes=input_shapes, data=DataSpec(data) if data else None, strict=strict)
+    with outdir_lock(out.parent):  # OUT's folder is the OUTDIR: taken only once the input is known to be good
+        return _simplify(p, source, model, out, force, stage)
+
+
+def _simplify(p: Simplify, source, model: Path, out: Path, force: bool, stage) -> Report:
     ctx = Context(out_dir=out.parent, force=force, name=model.stem, on_stage=stage)
     steps: list = []
     result = run_pass(p, source, ctx, steps)

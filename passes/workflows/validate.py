@@ -9,11 +9,13 @@ from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.gates import Thresholds
 from mdeploy.passes.checks.validate import ValidationResult, validate
 from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.lock import locks_outdir
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.report.sections import ArtifactRecord
 from mdeploy.passes.report.update import add_validation, find_record, record_name
 
 
+@locks_outdir("out_dir", create=False)
 def validate_models(reference: Path, candidates: list[Path], data: str, thresholds: Thresholds = Thresholds(), *,
                     out_dir: Path | None = None, batch_size: int = 64, limit: int | None = None,
                     threads: int | None = None, trusted: bool = False) -> ValidationResult:

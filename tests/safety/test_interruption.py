@@ -23,7 +23,6 @@ from safety_harness import (
 )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: nothing removes the .partial files a SIGKILL leaves")
 def test_stale_partials_removed_by_next_run(optimized, tiny, marker):
     stale = [optimized.out / "onnx" / ".model.partial-deadbeef.onnx", optimized.out / ".report.json.partial-deadbeef"]
     an_hour_ago = time.time() - 3600

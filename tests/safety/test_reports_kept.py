@@ -24,16 +24,12 @@ def _assert_kept(r, out, before: set[str]) -> None:
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: optimize rebuilds report.json from this run's artifacts only, and "
-                                       "without the cache every pass fails on the existing files")
 def test_rerun_without_cache_keeps_report(optimized, tiny, marker):
     before = _names(optimized.out)
     r = run_mdeploy(*tiny_optimize_args(tiny, optimized.out, "--no-cache"), cwd=optimized.cwd, env=child_env(marker))
     _assert_kept(r, optimized.out, before)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the step cache stores absolute paths, so a moved OUTDIR misses "
-                                       "and the re-run wipes report.json")
 def test_moved_outdir_keeps_report(optimized, tiny, marker):
     before = _names(optimized.out)
     moved = optimized.root / "moved"
@@ -42,8 +38,6 @@ def test_moved_outdir_keeps_report(optimized, tiny, marker):
     _assert_kept(r, moved, before)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: a cache miss on an existing artifact fails the pass and report.json "
-                                       "is rewritten without it")
 def test_damaged_cache_keeps_report(optimized, tiny, marker):
     before = _names(optimized.out)
     for entry in (optimized.out / ".mdeploy-cache").rglob("*"):
@@ -53,7 +47,6 @@ def test_damaged_cache_keeps_report(optimized, tiny, marker):
     _assert_kept(r, optimized.out, before)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: Report.load_or_new replaces an unreadable report.json silently")
 def test_unreadable_report_is_kept_aside(optimized, tiny, marker):
     report = optimized.out / "report.json"
     damaged = report.read_bytes()[:200]
@@ -67,8 +60,6 @@ def test_unreadable_report_is_kept_aside(optimized, tiny, marker):
     assert any("report.json" in ln for ln in lines_starting(r.stderr, "warning:")), r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: cache hits return the original's absolute paths, so the copy's "
-                                       "report points into the original OUTDIR")
 def test_copied_outdir_is_self_contained(optimized, tiny, marker):
     copy = optimized.root / "copy"
     shutil.copytree(optimized.out, copy)
@@ -79,8 +70,6 @@ def test_copied_outdir_is_self_contained(optimized, tiny, marker):
     _assert_kept(r, copy, before)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: a damaged file under a final name is neither re-verified nor "
-                                       "replaced, and what is built from it silently drops out of the report")
 def test_truncated_final_artifact_is_reverified(optimized, tiny, marker):
     before = _names(optimized.out)
     sim = optimized.out / "onnx" / "model.sim.onnx"
@@ -94,7 +83,6 @@ def test_truncated_final_artifact_is_reverified(optimized, tiny, marker):
     _assert_kept(r, optimized.out, before)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: no lock on OUTDIR; the last report.json writer wins")
 def test_two_writers_lose_nothing(optimized, tiny, marker):
     out = optimized.out
     candidates = {"slow_a": out / "onnx" / "model.sim.onnx", "slow_b": out / "onnx" / "model.int8.onnx"}
