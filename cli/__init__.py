@@ -21,6 +21,7 @@ from mdeploy.passes.core.errors import (
     first_line,
 )
 from mdeploy.passes.core.logs import configure_logging
+from mdeploy.passes.core.processes import die_with_parent, terminate_as_interrupt
 
 app = typer.Typer(
     name="mdeploy",
@@ -86,8 +87,12 @@ def run(argv: list[str] | None = None) -> int:
     if options.unsafe_keras and argv and argv[0] not in ("report", "zoo-merge"):
         source = "--unsafe-keras" if _common.UNSAFE_KERAS_ENV not in os.environ else f"{_common.UNSAFE_KERAS_ENV}=1"
         _common.warn(f"Keras safe_mode is off ({source}): loading a .keras/.h5 model runs code stored in it")
+    if argv and argv[0] not in ("report", "zoo-merge"):
+        _common.warn_code_data(_common.data_specs_in(argv))
+    die_with_parent()  # a zoo's model process ends with its zoo, however the zoo ends
     try:
-        rv = app(argv, prog_name="mdeploy", standalone_mode=False, obj=options)
+        with terminate_as_interrupt():
+            rv = app(argv, prog_name="mdeploy", standalone_mode=False, obj=options)
         return rv if isinstance(rv, int) else 0
     except MdeployError as e:
         if options.debug:

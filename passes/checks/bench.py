@@ -23,6 +23,7 @@ from mdeploy.passes.backends import backend, load_runner
 from mdeploy.passes.backends.tf_env import import_tf
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
+from mdeploy.passes.core.processes import child_env, die_with_parent
 
 BENCH_TIMEOUT_S = 1800
 
@@ -68,7 +69,7 @@ def bench(artifact: Artifact, batch: int = 1, threads: int | None = None, warmup
            "warmup": warmup, "runs": runs, "trusted": artifact.trusted}
     with tempfile.TemporaryDirectory(prefix="mdeploy-bench-") as tmp:
         result_path = Path(tmp) / "result.json"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+        env = child_env({**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")})
         try:
             proc = subprocess.run([sys.executable, "-m", "mdeploy.passes.checks.bench", json.dumps(job), str(result_path)],
                                   capture_output=True, text=True, env=env, timeout=BENCH_TIMEOUT_S)
@@ -155,6 +156,7 @@ def _rss_bytes() -> int:
 
 
 def _main(argv: list[str]) -> int:
+    die_with_parent()  # never measure on, at full CPU, for an mdeploy that is gone
     job, result_path = json.loads(argv[0]), Path(argv[1])
     try:
         result = measure(job)

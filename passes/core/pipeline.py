@@ -28,6 +28,7 @@ from mdeploy.passes.core.errors import (
 )
 from mdeploy.passes.core.fsio import contained, move_aside, write_text_atomic
 from mdeploy.passes.core.logs import configure_logging
+from mdeploy.passes.core.processes import die_with_parent
 
 try:
     MDEPLOY_VERSION = version("mdeploy")
@@ -344,10 +345,18 @@ def run_branches(branches: dict[str, Sequence[Node]], inputs: dict[str, Artifact
     import multiprocessing
 
     shippable = dataclasses.replace(ctx, on_stage=None, warnings=[])  # callbacks do not cross processes (on_publish is an object that does)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(branches)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {name: pool.submit(_run_plan_in_child, nodes, inputs, shippable) for name, nodes in branches.items()}
-        ctx.stage("running in parallel: " + ", ".join(branches))
-        for name, fut in futures.items():
-            results[name] = fut.result()
-            ctx.warnings.extend(results[name].warnings)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(branches)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        try:
+            futures = {name: pool.submit(_run_plan_in_child, nodes, inputs, shippable) for name, nodes in branches.items()}
+            ctx.stage("running in parallel: " + ", ".join(branches))
+            for name, fut in futures.items():
+                results[name] = fut.result()
+                ctx.warnings.extend(results[name].warnings)
+        except BaseException:
+            # Ctrl-C, SIGTERM or a failure: stop the branches now rather than wait for them (they clean up on SIGTERM)
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return results

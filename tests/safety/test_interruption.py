@@ -34,7 +34,6 @@ def test_stale_partials_removed_by_next_run(optimized, tiny, marker):
     assert leftover_partials(optimized.out) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: SIGTERM kills `mdeploy bench` but not its measuring subprocess")
 def test_sigterm_to_bench_stops_its_worker(tiny, tmp_path, marker):
     proc = subprocess.Popen(mdeploy_cmd("bench", tiny["model"], "--warmup", "0", "--runs", "10000000"),
                             cwd=tmp_path, env=child_env(marker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -57,8 +56,6 @@ def _assert_clean_failure(r, disk) -> None:
     assert [p.name for p in disk.rglob("*") if p.is_file() and p.stat().st_size == 0] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: write_text_atomic leaves its .partial file when the write fails, "
-                                       "and ENOSPC surfaces as exit 3 'unexpected OSError'")
 def test_report_on_full_disk_leaves_no_partial(optimized, full_disk, marker):
     disk, preexec, how = full_disk
     if how == "tmpfs":
@@ -69,8 +66,6 @@ def test_report_on_full_disk_leaves_no_partial(optimized, full_disk, marker):
     assert not (disk / "report.html").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: write_text_atomic leaves its .partial file when the write fails, "
-                                       "and ENOSPC surfaces as exit 3 'unexpected OSError'")
 def test_validate_on_full_disk_leaves_no_partial(optimized, full_disk, tiny, marker):
     disk, preexec, how = full_disk
     out = disk / "out"
