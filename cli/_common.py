@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from mdeploy.calibration.batches import CALLABLE_SPEC
+
 # stdout carries only machine output (--json) or the final table; everything else goes to stderr.
 # Piped output (CI logs) gets room for the comparison table instead of rich's 80-column default.
 _PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
@@ -68,6 +70,29 @@ def emit_json(data: Any) -> None:
 
 def warn(text: str) -> None:
     stderr.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+
+DATA_FLAGS = ("--calibration", "--validation", "--data", "--fine-tune")
+
+
+def data_specs_in(argv: list[str]) -> dict[str, str]:
+    """The data options on a command line: {flag: value}, for `--flag value` and `--flag=value`."""
+    found: dict[str, str] = {}
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in DATA_FLAGS:
+            if eq:
+                found[flag] = value
+            elif i + 1 < len(argv):
+                found[flag] = argv[i + 1]
+    return found
+
+
+def warn_code_data(specs: dict[str, str | None], where: str = "") -> None:
+    """One warning line per `module:function` data source: using it imports and runs that code."""
+    for flag, spec in specs.items():
+        if spec and CALLABLE_SPEC.match(spec) and not Path(spec).exists():
+            warn(f"{where}{flag} {spec} is a module:function data source: using it imports and runs that Python code")
 
 
 def _stage_file_writer():

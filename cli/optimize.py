@@ -22,6 +22,7 @@ from mdeploy.cli._common import (
     progress,
     stdout,
     warn,
+    warn_code_data,
 )
 from mdeploy.cli.gate_options import (
     MaxAbsErrorOpt,
@@ -80,6 +81,9 @@ def optimize_cli(
     if no_bench:
         overrides["bench.enabled"] = False
     base = load_recipe(recipe, overrides)
+    warn_code_data({f"recipe key '{key}'": value for key, value, given in (
+        ("calibration", base.calibration, calibration), ("validation", base.validation, validation),
+        ("prune.fine_tune", base.prune.fine_tune, None)) if given is None})  # the flags' own were named already
     if fp16:
         base = with_fp16(base)
     with progress("optimizing", quiet=json_out) as on_stage:

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from mdeploy.cli._common import JsonOpt, OutDirOpt, emit_json, stderr, stdout
+from mdeploy.cli._common import JsonOpt, OutDirOpt, emit_json, global_options, stderr, stdout, warn_code_data
 from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.report.zoo_summary import SUMMARY_COLUMNS, summary_rows
 from mdeploy.passes.workflows.zoo import zoo, zoo_merge
+from mdeploy.passes.workflows.zoo_manifest import load_manifest
 
 
 def _stage_table(stage: dict[str, str]):
@@ -49,6 +50,7 @@ def _finish(data: dict[str, Any], json_out: bool) -> None:
 
 
 def zoo_cli(
+    ctx: typer.Context,
     manifest: Annotated[Path, typer.Argument(help="Zoo manifest (TOML) with [defaults] and [[model]] tables.")],
     out_dir: OutDirOpt = Path("mdeploy-zoo"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Models optimized at once, each in its own process.")] = 2,
@@ -57,14 +59,17 @@ def zoo_cli(
     json_out: JsonOpt = False,
 ) -> None:
     """Optimize every model of a manifest, in parallel and in isolation, and summarize the best artifacts."""
+    trusted = global_options(ctx).unsafe_keras
+    for m in load_manifest(manifest).models:  # the models' processes warn only into their captured stderr
+        warn_code_data({"calibration": m.calibration, "validation": m.validation}, where=f"model '{m.name}': ")
     if stderr.is_terminal and not json_out:
         from rich.live import Live
 
         with Live(_stage_table({}), console=stderr, refresh_per_second=4) as live:
-            data = zoo(manifest, out_dir, jobs=jobs, shard_spec=shard_spec, timeout=timeout,
+            data = zoo(manifest, out_dir, jobs=jobs, shard_spec=shard_spec, timeout=timeout, trusted=trusted,
                        on_update=lambda s: live.update(_stage_table(s)))
     else:
-        data = zoo(manifest, out_dir, jobs=jobs, shard_spec=shard_spec, timeout=timeout)
+        data = zoo(manifest, out_dir, jobs=jobs, shard_spec=shard_spec, timeout=timeout, trusted=trusted)
     _finish(data, json_out)
 
 

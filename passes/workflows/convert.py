@@ -10,7 +10,7 @@ from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import EXIT_BAD_INPUT, BadInput, MdeployError, PassFailed
 from mdeploy.passes.core.fsio import ensure_writable, name_from_file, safe_component
-from mdeploy.passes.core.lock import locks_outdir
+from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, Step, pass_params, run_pass
 from mdeploy.passes.report.journal import ReportJournal
 from mdeploy.passes.report.model import Report, artifact_record
@@ -47,7 +47,6 @@ def planned_outputs(passes: list, out_dir: Path, name: str) -> list[Path]:
     return [paths[p.name] for p in passes]
 
 
-@locks_outdir("out_dir")
 def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None = None, name: str | None = None,
             data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None,
             trusted: bool = False) -> Report:
@@ -61,37 +60,38 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
     passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET)
     for path in planned_outputs(passes, out_dir, name):
         ensure_writable(path, force)  # fail before any work, not after the first artifact
-    report = Report.load_or_new(out_dir, source)
-    ctx = Context(out_dir=out_dir, force=force, name=name, parity_data=data, on_stage=stage,
-                  on_publish=ReportJournal(Path(out_dir), report.source))
-    feeds, feeds_desc = parity_feeds(source, data)
-    stage("running the source model")
-    reference = run_batched(artifact_runner(source), feeds)
-    failures: list[tuple[str, MdeployError]] = []
-    for p in passes:
-        steps: list = []
-        try:
-            artifact = run_pass(p, source, ctx, steps)
-        except MdeployError as e:  # each target stands alone: one failing never costs the others
-            if e.exit_code == EXIT_BAD_INPUT:
-                raise
-            failures.append((p.produces, e))
-            report.add_steps([Step(p.name, pass_params(p), str(source.path), "", 0.0, status="failed", note=e.message)])
-            report.warnings.append(f"{p.produces}: {e.message}")
-            continue
-        stage(f"parity check: {artifact.name}")
-        t0 = time.perf_counter()
-        record = artifact_record(artifact, out_dir)
-        record.checks = Checks.from_dict({**parity_check(reference, artifact, feeds, PARITY_TOLERANCE if tolerance is None else tolerance),
-                                          "inputs": feeds_desc})
-        steps[-1].note = f"parity {'passed' if record.checks.passed else 'FAILED'} in {time.perf_counter() - t0:.2f}s"
-        report.add_artifact(record)
-        report.add_steps(steps)
-    report.warnings.extend(ctx.warnings)
-    report.save(out_dir)
-    if failures:
-        done = [p.produces for p in passes if p.produces not in dict(failures)]
-        first = failures[0][1]
-        raise PassFailed("; ".join(f"{fmt}: {e.message}" for fmt, e in failures)
-                         + (f" ({', '.join(done)} converted and recorded in report.json)" if done else ""), first.hint) from first
-    return report
+    with outdir_lock(out_dir):  # taken once the input is known to be good, so a refused input writes nothing
+        report = Report.load_or_new(out_dir, source)
+        ctx = Context(out_dir=out_dir, force=force, name=name, parity_data=data, on_stage=stage,
+                      on_publish=ReportJournal(Path(out_dir), report.source))
+        feeds, feeds_desc = parity_feeds(source, data)
+        stage("running the source model")
+        reference = run_batched(artifact_runner(source), feeds)
+        failures: list[tuple[str, MdeployError]] = []
+        for p in passes:
+            steps: list = []
+            try:
+                artifact = run_pass(p, source, ctx, steps)
+            except MdeployError as e:  # each target stands alone: one failing never costs the others
+                if e.exit_code == EXIT_BAD_INPUT:
+                    raise
+                failures.append((p.produces, e))
+                report.add_steps([Step(p.name, pass_params(p), str(source.path), "", 0.0, status="failed", note=e.message)])
+                report.warnings.append(f"{p.produces}: {e.message}")
+                continue
+            stage(f"parity check: {artifact.name}")
+            t0 = time.perf_counter()
+            record = artifact_record(artifact, out_dir)
+            record.checks = Checks.from_dict({**parity_check(reference, artifact, feeds, PARITY_TOLERANCE if tolerance is None else tolerance),
+                                              "inputs": feeds_desc})
+            steps[-1].note = f"parity {'passed' if record.checks.passed else 'FAILED'} in {time.perf_counter() - t0:.2f}s"
+            report.add_artifact(record)
+            report.add_steps(steps)
+        report.warnings.extend(ctx.warnings)
+        report.save(out_dir)
+        if failures:
+            done = [p.produces for p in passes if p.produces not in dict(failures)]
+            first = failures[0][1]
+            raise PassFailed("; ".join(f"{fmt}: {e.message}" for fmt, e in failures)
+                             + (f" ({', '.join(done)} converted and recorded in report.json)" if done else ""), first.hint) from first
+        return report

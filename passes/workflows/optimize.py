@@ -29,7 +29,7 @@ from mdeploy.passes.core.artifact import (
 )
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import name_from_file, write_text_atomic
-from mdeploy.passes.core.lock import locks_outdir
+from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import (
     MDEPLOY_VERSION,
     Context,
@@ -192,7 +192,6 @@ def requested_targets(recipe: Recipe) -> list[str]:
     return ["cloud", "edge"] if recipe.target == "all" else [recipe.target]
 
 
-@locks_outdir("out_dir")
 def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False, on_stage=None, trusted: bool = False,
              verbose: bool = False, max_model_bytes: int | None = None) -> Any:
     """Run the whole pipeline on `model`, write OUTDIR/report.{json,md,html}, and return the Report.
@@ -218,27 +217,28 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     name = recipe.name or name_from_file(model)  # recipe.name was checked by recipe.check
     plan_warnings: list[str] = []
     prelude, branches = build_plan(source, recipe, name, plan_warnings)
-    report, listed = previous_report(out_dir, source)
-    if report.steps:  # the previous run's steps and warnings describe that run; a fresh report's note is kept
-        report.warnings = []
-    report.steps = []
-    report.source = Report.for_source(source).source
-    ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage, verbose=verbose,
-                  replaceable=listed, on_publish=ReportJournal(out_dir, report.source))
-    report.warnings.extend(plan_warnings)
-    report.recipe = recipe.to_dict()
+    with outdir_lock(out_dir):  # taken once the model and the plan are known to be good
+        report, listed = previous_report(out_dir, source)
+        if report.steps:  # the previous run's steps and warnings describe that run; a fresh report's note is kept
+            report.warnings = []
+        report.steps = []
+        report.source = Report.for_source(source).source
+        ctx = Context(out_dir=out_dir, force=force, name=name, cache_dir=cache_dir, on_stage=stage, verbose=verbose,
+                      replaceable=listed, on_publish=ReportJournal(out_dir, report.source))
+        report.warnings.extend(plan_warnings)
+        report.recipe = recipe.to_dict()
 
-    inputs = {"source": source}
-    steps: list[Step] = []
-    failures: dict[str, str] = {}
-    if prelude:
-        pre = run_plan(prelude, inputs, ctx)
-        steps += pre.steps
-        failures.update(pre.failures)
-        inputs.update(pre.artifacts)
-        if "pruned" not in inputs:
-            branches = {}
-    produced: dict[str, Artifact] = {k: v for k, v in inputs.items() if k != "source"}
+        inputs = {"source": source}
+        steps: list[Step] = []
+        failures: dict[str, str] = {}
+        if prelude:
+            pre = run_plan(prelude, inputs, ctx)
+            steps += pre.steps
+            failures.update(pre.failures)
+            inputs.update(pre.artifacts)
+            if "pruned" not in inputs:
+                branches = {}
+        produced: dict[str, Artifact] = {k: v for k, v in inputs.items() if k != "source"}
 
     jobs = recipe.jobs if recipe.jobs is not None else default_jobs()
     for res in run_branches(branches, inputs, ctx, jobs=jobs).values():
@@ -264,19 +264,19 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
             record.sparsity = survival["sparsity_after"]
         report.add_artifact(record)
 
-    _validate(report, source, artifacts, recipe, out_dir, results, stage)
-    if recipe.bench.enabled:
-        _bench(report, source, artifacts, recipe, out_dir, results, stage)
-    v = recipe.validate
-    report.gate = Gate(max_accuracy_drop=v.max_accuracy_drop, targets={t: {} for t in requested_targets(recipe)},
-                       failed_steps=failures, strict=v.strict or None)
-    if report.verdict.ungated:
-        report.warnings.append(f"NOTHING GATED {', '.join(report.verdict.ungated)}: no bound applied to any output "
-                               "(give labelled --validation data or set --min-agreement/--min-sqnr/--max-rel-error; "
-                               "--strict makes this a failure)")
-    report.seconds = round(time.perf_counter() - t_start, 2)
-    save_all(report, out_dir)
-    return report
+        _validate(report, source, artifacts, recipe, out_dir, results, stage)
+        if recipe.bench.enabled:
+            _bench(report, source, artifacts, recipe, out_dir, results, stage)
+        v = recipe.validate
+        report.gate = Gate(max_accuracy_drop=v.max_accuracy_drop, targets={t: {} for t in requested_targets(recipe)},
+                           failed_steps=failures, strict=v.strict or None)
+        if report.verdict.ungated:
+            report.warnings.append(f"NOTHING GATED {', '.join(report.verdict.ungated)}: no bound applied to any output "
+                                   "(give labelled --validation data or set --min-agreement/--min-sqnr/--max-rel-error; "
+                                   "--strict makes this a failure)")
+        report.seconds = round(time.perf_counter() - t_start, 2)
+        save_all(report, out_dir)
+        return report
 
 
 def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recipe, out_dir: Path, results: ResultCache,

@@ -9,7 +9,7 @@ from mdeploy.passes.backends import artifact_runner, open_artifact, run_batched
 from mdeploy.passes.checks.compare import accuracy, is_classifier_output
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
-from mdeploy.passes.core.lock import locks_outdir
+from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.prune import pruning_pass
 from mdeploy.passes.prune.masks import check_sparsity, parse_pattern
@@ -27,7 +27,6 @@ def labelled_accuracy(artifact, data: str) -> float | None:
     return accuracy(first, labels) if is_classifier_output(first) else None
 
 
-@locks_outdir("out_dir")
 def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "layer", exclude: tuple[str, ...] = (),
           prune_first_last: bool = False, pattern: str | None = None, fine_tune: str | None = None, epochs: int = 2,
           batch_size: int = 32, learning_rate: float = 1e-3, loss: str | None = None, metric: str | None = None,
@@ -62,26 +61,27 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
         if not src.has_labels:
             raise BadInput(f"{data}: no labels, so accuracy cannot be measured",
                            "save the labels in the .npz under the key 'labels' (or 'y')")
-    report = Report.load_or_new(out_dir, source)
-    accuracy_before = None
-    if data is not None:
-        stage("accuracy of the source model")
-        accuracy_before = labelled_accuracy(source, data)
-    steps: list = []
-    artifact = run_pass(p, source, ctx, steps)
-    record = artifact_record(artifact, out_dir)
-    pruning = record.meta.pop("pruning")
-    if data is not None:
-        stage("accuracy of the pruned model")
-        pruning["accuracy_before"] = accuracy_before
-        pruning["accuracy_after"] = labelled_accuracy(artifact, data)
-        pruning["accuracy_data"] = str(data)
-    else:
-        pruning["accuracy_before"] = pruning["accuracy_after"] = None
-    pruning["warnings"] = list(ctx.warnings)
-    record.pruning = Pruning.from_dict(pruning)
-    report.add_artifact(record)
-    report.add_steps(steps)
-    report.warnings.extend(ctx.warnings)
-    report.save(out_dir)
-    return report
+    with outdir_lock(out_dir):  # taken once the input is known to be good, so a refused input writes nothing
+        report = Report.load_or_new(out_dir, source)
+        accuracy_before = None
+        if data is not None:
+            stage("accuracy of the source model")
+            accuracy_before = labelled_accuracy(source, data)
+        steps: list = []
+        artifact = run_pass(p, source, ctx, steps)
+        record = artifact_record(artifact, out_dir)
+        pruning = record.meta.pop("pruning")
+        if data is not None:
+            stage("accuracy of the pruned model")
+            pruning["accuracy_before"] = accuracy_before
+            pruning["accuracy_after"] = labelled_accuracy(artifact, data)
+            pruning["accuracy_data"] = str(data)
+        else:
+            pruning["accuracy_before"] = pruning["accuracy_after"] = None
+        pruning["warnings"] = list(ctx.warnings)
+        record.pruning = Pruning.from_dict(pruning)
+        report.add_artifact(record)
+        report.add_steps(steps)
+        report.warnings.extend(ctx.warnings)
+        report.save(out_dir)
+        return report

@@ -12,7 +12,7 @@ from mdeploy.passes.checks.gates import Thresholds
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
-from mdeploy.passes.core.lock import locks_outdir
+from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.prune import measure_sparsity, sparsity_survival
 from mdeploy.passes.quantize import MODES, quantization_quality
@@ -144,7 +144,6 @@ def sparsity_kept(source, quantized) -> dict | None:
     return sparsity_survival(source, quantized)
 
 
-@locks_outdir("out_dir")
 def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str | None = None,
              validation: str | None = None, samples: int = DEFAULT_SAMPLES, method: str = "minmax", format: str = "qdq",
              per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", activations: str = "uint8",
@@ -171,31 +170,32 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
     ensure_writable(qpass.output_path(Context(out_dir=out_dir)), force)  # before any work
     stage("checking the data")
     plan = plan_data(source.inputs, mode, calibration, validation, samples, image=image, batch_size=batch_size, seed=seed)
-    parent = float_parent(model, source, to, out_dir, opset=opset, force=force, on_stage=stage)
-    qpass = dataclasses.replace(qpass, calibration=plan.calibration)
-    ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage,
-                  on_publish=ReportJournal(out_dir, Report.for_source(source).source))
-    steps: list = []
-    quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
-    stage(f"comparing {quantized.name} with {parent.name} on held-out data")
-    quality = quantization_quality(parent, quantized, plan.heldout.open(parent.inputs),
-                                   thresholds if thresholds is not None and thresholds.enabled else None)
-    record = artifact_record(quantized, out_dir)
-    record.quality = Quality.from_dict(quality)
-    record.extra["calibration"] = ({"data": plan.calibration.spec, "samples": plan.calibration_samples,
-                              "method": method if to == "onnx" else "tflite-converter"} if plan.calibration else None)
-    survival = sparsity_kept(source, quantized)
-    if survival is not None:
-        record.sparsity = survival["sparsity_after"]
-        record.extra["sparsity_survival"] = survival
-        if not survival["survived"]:
-            ctx.warn(f"{quantized.name}: quantization filled in pruned zeros "
-                     f"({survival['zeros_before']} zero weights before, {survival['zeros_after']} after)")
-    report = Report.load_or_new(out_dir, source)
-    report.add_artifact(record)
-    report.add_steps(steps)
-    for w in plan.warnings + ctx.warnings:
-        if w not in report.warnings:
-            report.warnings.append(w)
-    report.save(out_dir)
-    return report
+    with outdir_lock(out_dir):  # taken once the input is known to be good, so a refused input writes nothing
+        parent = float_parent(model, source, to, out_dir, opset=opset, force=force, on_stage=stage)
+        qpass = dataclasses.replace(qpass, calibration=plan.calibration)
+        ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage,
+                      on_publish=ReportJournal(out_dir, Report.for_source(source).source))
+        steps: list = []
+        quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
+        stage(f"comparing {quantized.name} with {parent.name} on held-out data")
+        quality = quantization_quality(parent, quantized, plan.heldout.open(parent.inputs),
+                                       thresholds if thresholds is not None and thresholds.enabled else None)
+        record = artifact_record(quantized, out_dir)
+        record.quality = Quality.from_dict(quality)
+        record.extra["calibration"] = ({"data": plan.calibration.spec, "samples": plan.calibration_samples,
+                                  "method": method if to == "onnx" else "tflite-converter"} if plan.calibration else None)
+        survival = sparsity_kept(source, quantized)
+        if survival is not None:
+            record.sparsity = survival["sparsity_after"]
+            record.extra["sparsity_survival"] = survival
+            if not survival["survived"]:
+                ctx.warn(f"{quantized.name}: quantization filled in pruned zeros "
+                         f"({survival['zeros_before']} zero weights before, {survival['zeros_after']} after)")
+        report = Report.load_or_new(out_dir, source)
+        report.add_artifact(record)
+        report.add_steps(steps)
+        for w in plan.warnings + ctx.warnings:
+            if w not in report.warnings:
+                report.warnings.append(w)
+        report.save(out_dir)
+        return report

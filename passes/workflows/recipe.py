@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mdeploy.calibration.batches import CALLABLE_SPEC
 from mdeploy.calibration.images import image_options
 from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.passes.core.errors import BadInput
@@ -220,12 +221,22 @@ def load_recipe(path: Path | None, overrides: dict[str, Any] | None = None) -> R
     return check(recipe)
 
 
+def resolve_data_spec(spec: str | None, base: Path) -> str | None:
+    """A data spec written in a recipe or zoo manifest, whose paths are relative to that file (`base`, its folder),
+    not to the working directory. `random` and a `module:function` spec (when no such file exists) stay as written:
+    the same spec means the same thing in a recipe, a manifest and on the command line."""
+    if spec is None or spec == "random":
+        return spec
+    path = Path(spec)
+    if CALLABLE_SPEC.match(spec) and not path.exists() and not (base / path).exists():
+        return spec
+    return spec if path.is_absolute() else str((base / path).resolve())
+
+
 def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     """Data paths in a recipe are relative to the recipe file, not to the working directory."""
     def fix(p: str | None) -> str | None:
-        if p is None or p == "random" or ":" in p and not Path(p).exists():
-            return p
-        return str((base / p).resolve()) if not Path(p).is_absolute() else p
+        return resolve_data_spec(p, base)
 
     return dataclasses.replace(recipe, calibration=fix(recipe.calibration), validation=fix(recipe.validation),
                                prune=dataclasses.replace(recipe.prune, fine_tune=fix(recipe.prune.fine_tune)))

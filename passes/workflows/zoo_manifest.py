@@ -13,7 +13,7 @@ from typing import Any
 from mdeploy.passes.core.artifact import content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import name_from_file, safe_component
-from mdeploy.passes.workflows.recipe import read_toml
+from mdeploy.passes.workflows.recipe import read_toml, resolve_data_spec
 
 # The gate's bounds, passed to each model's optimize as its flags (see passes/checks/gates.py).
 GATE_KEYS = ("max_accuracy_drop", "min_agreement", "min_sqnr", "max_abs_error", "max_rel_error")
@@ -52,8 +52,11 @@ class ZooModel:
                 parts[label] = f"unreadable:{p}"
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
-    def optimize_args(self, out_dir: Path) -> list[str]:
+    def optimize_args(self, out_dir: Path, trusted: bool = False) -> list[str]:
+        """The child's command line; `trusted` passes the zoo's --unsafe-keras on."""
         args = ["optimize", str(self.path), "-o", str(out_dir), "--json", "--force"]
+        if trusted:
+            args.insert(0, "--unsafe-keras")
         for flag, value in (("--calibration", self.calibration), ("--validation", self.validation),
                             ("--recipe", self.recipe), ("--target", self.target), ("--sparsity", self.sparsity),
                             *(("--" + k.replace("_", "-"), getattr(self, k)) for k in GATE_KEYS)):
@@ -69,7 +72,9 @@ class Manifest:
 
 
 def _resolve(base: Path, value: Any, key: str) -> Any:
-    if key in ("path", "calibration", "validation", "recipe") and isinstance(value, str) and value != "random":
+    if key in ("calibration", "validation") and isinstance(value, str):
+        return resolve_data_spec(value, base)  # as in a recipe: module:function and `random` stay as written
+    if key in ("path", "recipe") and isinstance(value, str):
         p = Path(value)
         return p if p.is_absolute() else (base / p)
     return value

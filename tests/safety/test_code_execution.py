@@ -24,7 +24,6 @@ def test_unsafe_keras_environment_is_loud(tmp_path, marker):
     assert r.returncode in (0, 2) and len(named) == 1, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: a module:function data source is imported and run without a warning")
 def test_callable_data_warns(tiny, tmp_path, marker):
     r = run_mdeploy("quantize", tiny["model"], "--to", "onnx", "--mode", "int8", "--calibration", "tiny_data:batches",
                     "-o", tmp_path / "out", cwd=tiny["data_module_dir"], env=child_env(marker))
@@ -32,9 +31,6 @@ def test_callable_data_warns(tiny, tmp_path, marker):
     assert [ln for ln in lines_starting(r.stderr, "warning:") if "tiny_data:batches" in ln], r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the zoo resolves a module:function spec as a path beside the "
-                                       "manifest, so the data is 'missing' (here, from an ONNX source, the "
-                                       "whole cloud branch fails behind a misleading gate error)")
 def test_callable_data_in_zoo_manifest_as_on_command_line(tiny, tmp_path, marker):
     manifest = tmp_path / "zoo.toml"
     manifest.write_text(f'[[model]]\nname = "tiny"\npath = "{tiny["model"]}"\ncalibration = "tiny_data:batches"\n'
