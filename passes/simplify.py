@@ -72,7 +72,7 @@ class Simplify:
                 raise BadInput(f"--input-shape names '{name}', which is not an input (inputs: {', '.join(sorted(names))})",
                                "spell it NAME:D1,D2,... with a name from `mdeploy inspect MODEL`")
         feeds = self._check_feeds(artifact, ctx)  # bad data is the user's error (exit 2), not onnxsim's
-        reference = self._reference(artifact, feeds)  # an input the runtime refuses is refused, never copied on
+        reference = self._runner(artifact)  # an input the runtime refuses is refused, never copied on
         t0 = time.perf_counter()
         problem: str | None = None
         with atomic_output(final, ctx.force) as tmp:
@@ -123,8 +123,8 @@ class Simplify:
         feeds.pop(LABELS, None)
         return feeds
 
-    def _reference(self, artifact: Artifact, feeds: dict) -> dict:
-        """The input model's outputs on the check's feeds; BadInput (exit 2) when ONNX Runtime cannot load it."""
+    def _runner(self, artifact: Artifact):
+        """The input model on ONNX Runtime; BadInput (exit 2) when ONNX Runtime cannot load it."""
         try:
             runner = load_runner("onnx", artifact.path)
         except MdeployError:
@@ -132,9 +132,9 @@ class Simplify:
         except Exception as e:  # noqa: BLE001 - ORT raises its own types; the first line names the op or input
             raise BadInput(f"ONNX Runtime cannot load {Path(artifact.path).name}: {first_line(e)}",
                            "fix or re-export the model (`mdeploy inspect` lists its ops); simplify needs a model that runs") from e
-        return run_batched(runner, feeds)
+        return runner
 
-    def _check(self, artifact: Artifact, candidate: Path, feeds: dict, reference: dict) -> str | None:
+    def _check(self, artifact: Artifact, candidate: Path, feeds: dict, runner) -> str | None:
         """Why the candidate is not a faithful simplification, or None. Runs both models on ONNX Runtime."""
 
         inputs, _ = onnx_signature(load_onnx_model(candidate, load_external_data=False))
@@ -147,6 +147,7 @@ class Simplify:
             load_runner("onnx", candidate)
         except Exception as e:  # noqa: BLE001
             return f"ONNX Runtime cannot load the result ({getattr(e, 'message', e)})"
+        reference = run_batched(runner, feeds)  # may fail on pinned shapes: then a problem, like onnxsim's own
         result = parity_check(reference, artifact.derive(format="onnx", path=candidate, name="candidate", produced_by={}),
                               feeds, CHECK_TOLERANCE)
         if not result["passed"]:

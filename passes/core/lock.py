@@ -1,8 +1,8 @@
 """One writer per OUTDIR: an advisory lock (fcntl.flock) on OUTDIR/.mdeploy.lock, held for a whole command.
 
 The kernel drops a flock when its holder dies, however it dies, so a killed run never leaves a stale lock. The
-lock file stays (removing it would let two runs lock two different files) and names its last holder, which is
-what the error shows when a second run finds it held.
+lock file names its holder, which is what the error shows when a second run finds it held. The holder removes it
+on release; a run that locked a file just unlinked by its holder notices (another inode is at the path) and retries.
 """
 from __future__ import annotations
 
@@ -50,24 +50,8 @@ def outdir_lock(out_dir: Path, *, sweep: bool = True) -> Iterator[Path]:
             _held[key] -= 1
         return
     lock_file = out_dir / LOCK_NAME
-    with storage_errors():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not lock_file.exists():
-            # created whole (never an empty file), under a temporary name, then linked into place
-            with contextlib.suppress(FileExistsError):
-                tmp = out_dir / f".{LOCK_NAME}.new-{os.getpid()}"
-                write_text_atomic(tmp, _holder())
-                try:
-                    os.link(tmp, lock_file)
-                finally:
-                    tmp.unlink(missing_ok=True)
-        fd = os.open(lock_file, os.O_RDWR)
+    fd = _acquire(out_dir, lock_file)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BadInput(f"{out_dir} is in use by {_describe(lock_file)}",
-                           "wait for that run to finish (or stop it), or write to another -o directory") from None
         data = _holder().encode()
         with contextlib.suppress(OSError):  # naming the holder is a courtesy; a full disk must not stop the run
             os.pwrite(fd, data, 0)
@@ -78,7 +62,43 @@ def outdir_lock(out_dir: Path, *, sweep: bool = True) -> Iterator[Path]:
         yield lock_file
     finally:
         _held.pop(key, None)
+        with contextlib.suppress(OSError):
+            lock_file.unlink()  # while still held, so no one else can be holding this inode
         os.close(fd)  # releases the flock
+
+
+def _acquire(out_dir: Path, lock_file: Path) -> int:
+    """An fd holding the flock on the lock file now at `lock_file`, or BadInput naming the holder."""
+    with storage_errors():
+        out_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        with storage_errors():
+            if not lock_file.exists():
+                # created whole (never an empty file), under a temporary name, then linked into place
+                tmp = out_dir / f".{LOCK_NAME}.new-{os.getpid()}"
+                write_text_atomic(tmp, _holder())
+                try:
+                    os.link(tmp, lock_file)
+                except FileExistsError:
+                    pass
+                finally:
+                    tmp.unlink(missing_ok=True)
+            try:
+                fd = os.open(lock_file, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # its holder just removed it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BadInput(f"{out_dir} is in use by {_describe(lock_file)}",
+                           "wait for that run to finish (or stop it), or write to another -o directory") from None
+        try:
+            if os.stat(lock_file).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # we locked a file its holder had already unlinked: try again
 
 
 def locks_outdir(where: str | Callable[[dict], Path | None], *, create: bool = True):
