@@ -51,7 +51,8 @@ def _root(
     version_: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (also accepted after the command).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let TensorFlow's own logging through (also after the command).")] = False,
-    unsafe_keras: Annotated[bool, typer.Option("--unsafe-keras", help=f"Turn Keras safe_mode off to load Lambda layers (or set {_common.UNSAFE_KERAS_ENV}=1): runs code from the model file; only for files you trust.")] = False,
+    unsafe_keras: Annotated[bool, typer.Option("--unsafe-keras", help=f"Turn Keras safe_mode off to load Lambda layers (or set {_common.UNSAFE_KERAS_ENV}=1): runs code from the model file; only for files you trust. Either one prints a warning.")] = False,
+    max_model_bytes: Annotated[str | None, typer.Option(_common.MAX_MODEL_BYTES_FLAG, help="Refuse a model that would take more than this to hold (e.g. 20GB): file, inflated .keras, ONNX external data. [default: half the available memory, at most 16 GB]")] = None,
 ) -> None:
     """mdeploy: verified deployment artifacts from a trained model."""
     # The global flags are read from the whole line by run() (GlobalOptions.from_argv); they are declared here for --help.
@@ -82,7 +83,11 @@ def _print_error(message: str, hint: str) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the importable entry point tests use)."""
-    options, argv = _common.GlobalOptions.from_argv(list(sys.argv[1:] if argv is None else argv), dict(os.environ))
+    try:
+        options, argv = _common.GlobalOptions.from_argv(list(sys.argv[1:] if argv is None else argv), dict(os.environ))
+    except MdeployError as e:
+        _print_error(e.message, e.hint)
+        return e.exit_code
     configure_logging(options.verbose)
     if options.unsafe_keras and argv and argv[0] not in ("report", "zoo-merge"):
         source = "--unsafe-keras" if _common.UNSAFE_KERAS_ENV not in os.environ else f"{_common.UNSAFE_KERAS_ENV}=1"

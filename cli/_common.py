@@ -22,6 +22,22 @@ stdout = Console(soft_wrap=True, width=_PIPE_WIDTH)
 stderr = Console(stderr=True, soft_wrap=True)
 
 UNSAFE_KERAS_ENV = "MDEPLOY_UNSAFE_KERAS"
+MAX_MODEL_BYTES_FLAG = "--max-model-bytes"
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 1 << 10, "MIB": 1 << 20,
+          "GIB": 1 << 30}
+
+
+def parse_bytes(text: str) -> int:
+    """'20GB', '512MiB' or '1000000' -> bytes; BadInput for anything else."""
+    import re
+
+    from mdeploy.passes.core.errors import BadInput
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if not m or unit not in _UNITS or float(m.group(1)) <= 0:
+        raise BadInput(f"{MAX_MODEL_BYTES_FLAG} {text!r} is not a size", "write e.g. --max-model-bytes 20GB (or a number of bytes)")
+    return int(float(m.group(1)) * _UNITS[unit])
 
 
 @dataclass(frozen=True)
@@ -32,14 +48,27 @@ class GlobalOptions:
     debug: bool = False
     verbose: bool = False
     unsafe_keras: bool = False  # --unsafe-keras or MDEPLOY_UNSAFE_KERAS=1: Keras safe_mode off for the models given
+    max_model_bytes: int | None = None  # --max-model-bytes: None = limits.default_max_model_bytes()
 
     @classmethod
     def from_argv(cls, argv: list[str], environ: dict[str, str]) -> tuple[GlobalOptions, list[str]]:
         flags = {"--debug": "debug", "--verbose": "verbose", "--unsafe-keras": "unsafe_keras"}
         found = {flags[a] for a in argv if a in flags}
+        rest, max_bytes, i = [], None, 0
+        while i < len(argv):
+            arg = argv[i]
+            if arg == MAX_MODEL_BYTES_FLAG and i + 1 < len(argv):
+                max_bytes, i = parse_bytes(argv[i + 1]), i + 2
+                continue
+            if arg.startswith(MAX_MODEL_BYTES_FLAG + "="):
+                max_bytes = parse_bytes(arg.split("=", 1)[1])
+            elif arg not in flags:
+                rest.append(arg)
+            i += 1
         options = cls(debug="debug" in found, verbose="verbose" in found,
-                      unsafe_keras="unsafe_keras" in found or environ.get(UNSAFE_KERAS_ENV) == "1")
-        return options, [a for a in argv if a not in flags]
+                      unsafe_keras="unsafe_keras" in found or environ.get(UNSAFE_KERAS_ENV) == "1",
+                      max_model_bytes=max_bytes)
+        return options, rest
 
 
 def global_options(ctx: typer.Context) -> GlobalOptions:

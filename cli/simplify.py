@@ -14,6 +14,7 @@ from mdeploy.cli._common import (
     JsonOpt,
     ModelArg,
     emit_json,
+    global_options,
     progress,
     stdout,
     warn,
@@ -45,6 +46,7 @@ def render_summary(report: Report, out: Path) -> None:
 
 
 def simplify_cli(
+    ctx: typer.Context,
     model: ModelArg,
     out: Annotated[Path, typer.Option("--output", "-o", help="Output .onnx file.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 3) instead of keeping the unsimplified model.")] = False,
@@ -56,7 +58,8 @@ def simplify_cli(
     """Simplify an ONNX model with onnxsim (constant folding, shape inference, fusions), checked with ONNX Runtime."""
     shapes = parse_input_shapes(input_shape)
     with progress("simplifying", quiet=json_out) as on_stage:
-        report = simplify(model, out, strict=strict, data=data, input_shapes=shapes, force=force, on_stage=on_stage)
+        report = simplify(model, out, strict=strict, data=data, input_shapes=shapes, force=force, on_stage=on_stage,
+                          max_bytes=global_options(ctx).max_model_bytes)
     if json_out:
         emit_json(report.to_dict())
         return

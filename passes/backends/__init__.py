@@ -34,12 +34,13 @@ def artifact_runner(artifact: Artifact, threads: int | None = None) -> Runner:
     return load_runner(artifact.format, artifact.path, threads, trusted=artifact.trusted)
 
 
-def open_artifact(path: Path | str, *, trusted: bool = False) -> Artifact:
-    """An Artifact for a model on disk, with its signature. Raises BadInput for anything unreadable.
+def open_artifact(path: Path | str, *, trusted: bool = False, max_bytes: int | None = None) -> Artifact:
+    """An Artifact for a model on disk, with its signature. Raises BadInput for anything unreadable, or larger than
+    `max_bytes` (--max-model-bytes; default limits.default_max_model_bytes) once loaded.
     `trusted`: the user allows this model's code to run (--unsafe-keras); artifacts derived from it inherit that.
     An ONNX file is read with the onnx package alone, so nothing about an .onnx imports TensorFlow."""
-    fmt, real = detect_format(Path(path))
-    inputs, outputs = BACKENDS[fmt].signature(real, trusted)
+    fmt, real = detect_format(Path(path), max_bytes)
+    inputs, outputs = BACKENDS[fmt].signature(real, trusted, max_bytes)
     return Artifact(format=fmt, path=real, inputs=inputs, outputs=outputs, name="source",
                     meta={"precision": "float32"}, trusted=trusted)
 

@@ -176,7 +176,7 @@ def _tflite_tensors(path: Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def _tflite_open(path: Path, trusted: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def _tflite_open(path: Path, trusted: bool, max_bytes: int | None = None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     _, inputs, outputs = tflite_signature(litert_interpreter(path))
     return inputs, outputs
 

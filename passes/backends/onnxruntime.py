@@ -138,8 +138,8 @@ def _onnx_tensors(path: Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def _onnx_open(path: Path, trusted: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    return onnx_signature(load_onnx_model(path, load_external_data=False, apply_limit=True))
+def _onnx_open(path: Path, trusted: bool, max_bytes: int | None = None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    return onnx_signature(load_onnx_model(path, load_external_data=False, max_bytes=max_bytes, apply_limit=True))
 
 
 ONNX = Backend("onnx", "onnxruntime", runner=_onnx_runner, signature=_onnx_open,

@@ -74,6 +74,7 @@ class Backend:
     format: str
     package: str  # the runtime package whose version bench reports
     runner: Callable[[Path, int | None, bool], Runner]  # (path, threads, trusted)
-    signature: Callable[[Path, bool], tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]  # (path, trusted)
+    # (path, trusted, max_bytes): max_bytes is --max-model-bytes, for what detect_format cannot see (ONNX external data)
+    signature: Callable[[Path, bool, int | None], tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]
     facts: Callable[[Path, bool], dict[str, Any]]  # parameters, ops (a Counter), and format-specific facts
     weights: Callable[[Path, bool], list[dict[str, Any]]] | None = None  # weight tensors, for sparsity

@@ -208,11 +208,11 @@ def _keras_tensors(path: Path, trusted: bool = False) -> list[dict[str, Any]]:
     return [weight_record(w.name, np.asarray(w.variable.numpy()), 0) for w in prunable_weights(model)]
 
 
-def _keras_open(path: Path, trusted: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def _keras_open(path: Path, trusted: bool, max_bytes: int | None = None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     return keras_signature(load_keras_model(path, trusted=trusted))
 
 
-def _savedmodel_open(path: Path, trusted: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def _savedmodel_open(path: Path, trusted: bool, max_bytes: int | None = None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     _, inputs, outputs = savedmodel_signature(load_savedmodel(path))
     return inputs, outputs
 

@@ -49,14 +49,14 @@ def planned_outputs(passes: list, out_dir: Path, name: str) -> list[Path]:
 
 def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None = None, name: str | None = None,
             data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None,
-            trusted: bool = False) -> Report:
+            trusted: bool = False, max_bytes: int | None = None) -> Report:
     """Convert `model` to each target, check parity of each artifact against the source, and write report.json."""
 
     stage = on_stage or (lambda text: None)
     name = safe_component(name, "--name") if name is not None else name_from_file(model)  # a name becomes a path
     check_opset(opset or DEFAULT_OPSET)
     stage("loading the model")
-    source = open_artifact(model, trusted=trusted)
+    source = open_artifact(model, trusted=trusted, max_bytes=max_bytes)
     passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET)
     for path in planned_outputs(passes, out_dir, name):
         ensure_writable(path, force)  # fail before any work, not after the first artifact

@@ -12,8 +12,8 @@ from mdeploy.passes.backends import backend, open_artifact
 from mdeploy.passes.core.artifact import path_size
 
 
-def describe(model: Path | str, top: int = 15, *, trusted: bool = False) -> dict[str, Any]:
-    artifact = open_artifact(model, trusted=trusted)
+def describe(model: Path | str, top: int = 15, *, trusted: bool = False, max_bytes: int | None = None) -> dict[str, Any]:
+    artifact = open_artifact(model, trusted=trusted, max_bytes=max_bytes)
     facts = backend(artifact.format).facts(Path(artifact.path), trusted)
     ops: Counter = facts.pop("ops")
     return {
@@ -28,5 +28,5 @@ def describe(model: Path | str, top: int = 15, *, trusted: bool = False) -> dict
     }
 
 
-def inspect_model(model: Path, *, trusted: bool = False) -> dict[str, Any]:
-    return describe(model, trusted=trusted)
+def inspect_model(model: Path, *, trusted: bool = False, max_bytes: int | None = None) -> dict[str, Any]:
+    return describe(model, trusted=trusted, max_bytes=max_bytes)

@@ -193,7 +193,7 @@ def requested_targets(recipe: Recipe) -> list[str]:
 
 
 def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False, on_stage=None, trusted: bool = False,
-             verbose: bool = False, max_model_bytes: int | None = None) -> Any:
+             verbose: bool = False, max_bytes: int | None = None) -> Any:
     """Run the whole pipeline on `model`, write OUTDIR/report.{json,md,html}, and return the Report.
 
     A re-run adds to OUTDIR's report: records whose files are intact are kept, this run's replace them by name.
@@ -209,7 +209,7 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     results = ResultCache(cache_dir)
     t_start = time.perf_counter()
     stage("reading the model")
-    source = open_source_model(Path(model), results, trusted, max_model_bytes)
+    source = open_source_model(Path(model), results, trusted, max_bytes)
     if source.format == "onnx" and recipe.target == "all":
         recipe = dataclasses.replace(recipe, target="cloud")  # no TFLite route from ONNX: the default follows the source
     stage("checking the data")

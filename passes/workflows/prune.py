@@ -31,7 +31,7 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
           prune_first_last: bool = False, pattern: str | None = None, fine_tune: str | None = None, epochs: int = 2,
           batch_size: int = 32, learning_rate: float = 1e-3, loss: str | None = None, metric: str | None = None,
           initial_sparsity: float = 0.0, begin_step: int = 0, end_step: int | None = None, frequency: int | None = None,
-          data: str | None = None, force: bool = False, seed: int = 0, on_stage=None, trusted: bool = False) -> Report:
+          data: str | None = None, force: bool = False, seed: int = 0, on_stage=None, trusted: bool = False, max_bytes: int | None = None) -> Report:
     """Prune `model` into OUTDIR (keras/model.pruned.keras or onnx/model.pruned.onnx) and add its record, with a
     `pruning` section, to OUTDIR/report.json. With labelled `data`, accuracy is measured before and after."""
 
@@ -47,7 +47,7 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
     if scope not in ("layer", "global"):
         raise BadInput(f"--scope must be layer or global, got {scope!r}", "use --scope layer or --scope global")
     stage("loading the model")
-    source = open_artifact(model, trusted=trusted)
+    source = open_artifact(model, trusted=trusted, max_bytes=max_bytes)
     target = (1 - nm[0] / nm[1]) if nm else float(sparsity)
     params: dict[str, Any] = dict(sparsity=target, scope=scope, exclude=tuple(exclude), prune_first_last=prune_first_last,
                                   pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,

@@ -149,7 +149,7 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
              per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", activations: str = "uint8",
              image=None, batch_size: int = 32,
              opset: int | None = None, thresholds: Thresholds | None = Thresholds(), force: bool = False, seed: int = 0,
-             on_stage=None, trusted: bool = False) -> Report:
+             on_stage=None, trusted: bool = False, max_bytes: int | None = None) -> Report:
     """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
 
     stage = on_stage or (lambda text: None)
@@ -160,7 +160,7 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
     if opset is not None:
         check_opset(opset)
     stage("loading the model")
-    source = open_artifact(model, trusted=trusted)
+    source = open_artifact(model, trusted=trusted, max_bytes=max_bytes)
     if source.format == "tflite" or (to == "tflite" and source.format == "onnx"):
         raise BadInput(f"cannot quantize a {source.format} model for --to {to}",
                        "start from the Keras model or SavedModel (or an ONNX model for --to onnx)")

@@ -29,7 +29,8 @@ def parse_input_shapes(values: list[str] | None) -> tuple[tuple[str, tuple[int, 
 
 
 def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None = None,
-             input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = (), force: bool = False, on_stage=None) -> Report:
+             input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = (), force: bool = False, on_stage=None,
+             max_bytes: int | None = None) -> Report:
     """Simplify `model` into `out`. The report (also saved beside OUT when that directory's report.json is free
     or describes the same model) holds the artifact with its `simplify` summary and the step, `skipped` on fallback."""
 
@@ -41,7 +42,7 @@ def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None =
         raise BadInput(f"-o {out} is the input model", "mdeploy never modifies an input file; choose another output path")
     ensure_writable(out, force)
     stage("loading the model")
-    source = open_artifact(model)
+    source = open_artifact(model, max_bytes=max_bytes)
     if source.format != "onnx":
         raise BadInput(f"{model} is a {source.format} model; simplify takes ONNX", "convert it first: mdeploy convert MODEL --to onnx")
     p = Simplify(file_name=str(out.resolve()), input_shapes=input_shapes, data=DataSpec(data) if data else None, strict=strict)

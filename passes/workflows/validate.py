@@ -18,7 +18,7 @@ from mdeploy.passes.report.update import add_validation, find_record, record_nam
 @locks_outdir("out_dir", create=False)
 def validate_models(reference: Path, candidates: list[Path], data: str, thresholds: Thresholds = Thresholds(), *,
                     out_dir: Path | None = None, batch_size: int = 64, limit: int | None = None,
-                    threads: int | None = None, trusted: bool = False) -> ValidationResult:
+                    threads: int | None = None, trusted: bool = False, max_bytes: int | None = None) -> ValidationResult:
     """Open the models and the data, validate, and (with `out_dir`) add the results to its report.json.
 
     Candidates are named by their record in OUTDIR's report when they are in it, else by the path as given.
@@ -37,9 +37,9 @@ def validate_models(reference: Path, candidates: list[Path], data: str, threshol
         names[name] = Path(path)
         return name
 
-    ref = open_artifact(reference, trusted=trusted)  # its .path is the resolved one (a SavedModel's version directory)
+    ref = open_artifact(reference, trusted=trusted, max_bytes=max_bytes)  # its .path is the resolved one (a SavedModel's version directory)
     ref = dataclasses.replace(ref, name=(record_name(report, out_dir, ref.path) if report else None) or str(reference))
-    opened = [open_artifact(c, trusted=trusted) for c in candidates]
+    opened = [open_artifact(c, trusted=trusted, max_bytes=max_bytes) for c in candidates]
     cands = [dataclasses.replace(a, name=label(a.path, p), meta={**a.meta, **_precision(report, out_dir, a.path)})
              for a, p in zip(opened, candidates)]
     source = open_source(data, ref.inputs, batch_size=batch_size)
