@@ -60,19 +60,19 @@ def test_simplify_refuses_an_onnx_the_runtime_cannot_load(tmp_path, marker):
     assert not out.exists()
 
 
-def test_recipe_opset_out_of_range_rejected_up_front(sandbox, tiny, marker):
-    recipe = sandbox.parent / "opset.toml"
-    recipe.write_text(tiny["recipe"].read_text().replace("jobs = 1", "jobs = 1\nopset = 999"))
-    r = run_mdeploy(*tiny_optimize_args(tiny, sandbox.out, recipe=recipe), cwd=sandbox.cwd, env=child_env(marker))
-    assert r.returncode == 2, r.stderr
-    assert "opset" in _one_error(r.stderr)
-    assert not sandbox.out.exists() or not any(sandbox.out.iterdir())
+# (key named in the error, what the tiny recipe's text becomes): each value would fail only after work began
+BAD_RECIPE_VALUES = {
+    "opset": ("jobs = 1", "jobs = 1\nopset = 999"),  # exited 0 with no ONNX
+    "runs": ("enabled = false", "enabled = true\nruns = -1"),  # refused only after a TFLite file was written
+}
 
 
-def test_recipe_negative_runs_rejected_up_front(sandbox, tiny, marker):
-    recipe = sandbox.parent / "runs.toml"
-    recipe.write_text(tiny["recipe"].read_text().replace("enabled = false", "enabled = true\nruns = -1"))
+@pytest.mark.parametrize("key", sorted(BAD_RECIPE_VALUES))
+def test_recipe_value_rejected_up_front(key, sandbox, tiny, marker):
+    old, new = BAD_RECIPE_VALUES[key]
+    recipe = sandbox.parent / f"{key}.toml"
+    recipe.write_text(tiny["recipe"].read_text().replace(old, new))
     r = run_mdeploy(*tiny_optimize_args(tiny, sandbox.out, recipe=recipe), cwd=sandbox.cwd, env=child_env(marker))
     assert r.returncode == 2, r.stderr
-    assert "runs" in _one_error(r.stderr)
+    assert key in _one_error(r.stderr)
     assert not sandbox.out.exists() or not any(sandbox.out.iterdir())
