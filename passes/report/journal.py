@@ -26,7 +26,11 @@ from mdeploy.passes.report.sections import ArtifactRecord, SourceRecord
 def _record_lock(out_dir: Path) -> Iterator[None]:
     """A short POSIX record lock on the OUTDIR's lock file, taken around each update, so that branch processes
     of one run never interleave theirs. (Independent of the flock the run holds on the same file.)"""
-    fd = os.open(Path(out_dir) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(Path(out_dir) / LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:  # no run holds this OUTDIR (a library caller): nothing to coordinate with
+        yield
+        return
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
         yield

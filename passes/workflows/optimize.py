@@ -240,29 +240,29 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
                 branches = {}
         produced: dict[str, Artifact] = {k: v for k, v in inputs.items() if k != "source"}
 
-    jobs = recipe.jobs if recipe.jobs is not None else default_jobs()
-    for res in run_branches(branches, inputs, ctx, jobs=jobs).values():
-        steps += res.steps
-        failures.update(res.failures)
-        produced.update(res.artifacts)
-    report.add_steps(steps)
-    report.warnings.extend(ctx.warnings)
-    for key, reason in failures.items():
-        report.warnings.append(f"{key}: {reason}")
-    # A skipped simplification hands on the unsimplified model; list each file once.
-    seen: set[Path] = set()
-    artifacts: list[Artifact] = []
-    for a in produced.values():
-        if Path(a.path).resolve() not in seen:
-            seen.add(Path(a.path).resolve())
-            artifacts.append(a)
-    for a in artifacts:
-        record = artifact_record(a, out_dir)
-        record.target = DEPLOYMENT_TARGET.get(a.format)
-        if "pruned" in produced and a.precision != "float32":
-            record.extra["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
-            record.sparsity = survival["sparsity_after"]
-        report.add_artifact(record)
+        jobs = recipe.jobs if recipe.jobs is not None else default_jobs()
+        for res in run_branches(branches, inputs, ctx, jobs=jobs).values():
+            steps += res.steps
+            failures.update(res.failures)
+            produced.update(res.artifacts)
+        report.add_steps(steps)
+        report.warnings.extend(ctx.warnings)
+        for key, reason in failures.items():
+            report.warnings.append(f"{key}: {reason}")
+        # A skipped simplification hands on the unsimplified model; list each file once.
+        seen: set[Path] = set()
+        artifacts: list[Artifact] = []
+        for a in produced.values():
+            if Path(a.path).resolve() not in seen:
+                seen.add(Path(a.path).resolve())
+                artifacts.append(a)
+        for a in artifacts:
+            record = artifact_record(a, out_dir)
+            record.target = DEPLOYMENT_TARGET.get(a.format)
+            if "pruned" in produced and a.precision != "float32":
+                record.extra["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
+                record.sparsity = survival["sparsity_after"]
+            report.add_artifact(record)
 
         _validate(report, source, artifacts, recipe, out_dir, results, stage)
         if recipe.bench.enabled:
