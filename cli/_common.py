@@ -23,8 +23,9 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 UNSAFE_KERAS_ENV = "MDEPLOY_UNSAFE_KERAS"
 MAX_MODEL_BYTES_FLAG = "--max-model-bytes"
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 1 << 10, "MIB": 1 << 20,
-          "GIB": 1 << 30}
+# binary units, as human_bytes writes sizes (KB = 1024 bytes)
+_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40, "KIB": 1 << 10, "MIB": 1 << 20,
+          "GIB": 1 << 30, "TIB": 1 << 40}
 
 
 def parse_bytes(text: str) -> int:

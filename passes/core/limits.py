@@ -1,4 +1,5 @@
-"""Resource limits checked before a model is read: a small file must not make mdeploy allocate gigabytes.
+"""Resource limits checked before a model is read (a small file must not make mdeploy allocate gigabytes), and how
+sizes are written (human_bytes: these messages, every table and chart).
 
 ONNX external data is summed from what the model declares and checked against the files that hold it (and the
 model's folder) before any of it is loaded; a .keras archive's members are checked from its zip directory before
@@ -12,8 +13,7 @@ from pathlib import Path
 
 from mdeploy.passes.core.errors import BadInput
 
-GB = 10**9
-MAX_MODEL_BYTES_CEILING = 16 * GB
+MAX_MODEL_BYTES_CEILING = 16 << 30  # 16 GB, in human_bytes' binary units
 KERAS_TEXT_MEMBERS = ("config.json", "metadata.json")
 MAX_KERAS_TEXT_BYTES = 8 << 20
 SPARSE_MIN_BYTES = 64 << 20  # below this a sparse external-data file cannot hurt; above it, holes are refused
@@ -31,18 +31,21 @@ def default_max_model_bytes() -> int:
     return int(min(available // 2, MAX_MODEL_BYTES_CEILING))
 
 
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+def human_bytes(n: float | None) -> str:
+    """1.5 KB, 13.3 MB: sizes as every table and chart shows them."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def check_model_bytes(path: Path, size: int, max_bytes: int | None, what: str = "") -> None:
     limit = default_max_model_bytes() if max_bytes is None else max_bytes
     if size > limit:
-        raise BadInput(f"{path}{what} is {human(size)}, over the {human(limit)} limit for a model", HINT)
+        raise BadInput(f"{path}{what} is {human_bytes(size)}, over the {human_bytes(limit)} limit for a model", HINT)
 
 
 def check_keras_archive(path: Path, max_bytes: int | None = None) -> None:
@@ -55,8 +58,8 @@ def check_keras_archive(path: Path, max_bytes: int | None = None) -> None:
                        "re-save the model with model.save('model.keras'), or pass the right file") from e
     for m in members:
         if Path(m.filename).name in KERAS_TEXT_MEMBERS and m.file_size > MAX_KERAS_TEXT_BYTES:
-            raise BadInput(f"{path}: {m.filename} inflates to {human(m.file_size)} (a model's config is a few KB; "
-                           f"the limit is {human(MAX_KERAS_TEXT_BYTES)})",
+            raise BadInput(f"{path}: {m.filename} inflates to {human_bytes(m.file_size)} (a model's config is a few KB; "
+                           f"the limit is {human_bytes(MAX_KERAS_TEXT_BYTES)})",
                            "the archive is damaged or hostile; re-save the model with model.save('model.keras')")
     check_model_bytes(path, sum(m.file_size for m in members), max_bytes, " (inflated)")
 
@@ -97,14 +100,14 @@ def check_onnx_external_data(model, path: Path, max_bytes: int | None = None, *,
         size = target.stat().st_size
         length = size - offset if length is None else length
         if offset < 0 or length < 0 or offset + length > size:
-            raise BadInput(f"{path}: tensor '{t.name}' claims {human(length)} at offset {offset} of '{location}', "
-                           f"which holds {human(size)}", "the external data file is truncated; copy it again")
+            raise BadInput(f"{path}: tensor '{t.name}' claims {human_bytes(length)} at offset {offset} of '{location}', "
+                           f"which holds {human_bytes(size)}", "the external data file is truncated; copy it again")
         declared[target] = declared.get(target, 0) + length
     for target, length in declared.items():
         allocated = target.stat().st_blocks * 512
         if length > SPARSE_MIN_BYTES and allocated < length // 8:
-            raise BadInput(f"{path}: its external data claims {human(length)} in '{target.name}', of which only "
-                           f"{human(allocated)} exist on disk (a sparse file)",
+            raise BadInput(f"{path}: its external data claims {human_bytes(length)} in '{target.name}', of which only "
+                           f"{human_bytes(allocated)} exist on disk (a sparse file)",
                            "the external data is damaged or hostile; re-export the model")
     if apply_limit:
         check_model_bytes(path, os.path.getsize(path) + sum(declared.values()), max_bytes, " with its external data")

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from mdeploy.passes.core.artifact import DEPLOYMENT_TARGET
+from mdeploy.passes.core.limits import human_bytes
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.report.sections import Bench, Quality, SourceMetrics, Validation
 
@@ -90,17 +91,6 @@ def _mark_best(rows: list[dict[str, Any]]) -> None:
 
 
 # --------------------------------------------------------------------------- cell formatting
-
-def human_bytes(n: float | None) -> str:
-    """1.5 KB, 13.3 MB: sizes as every table and chart shows them."""
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
 
 def _pct(x: float | None, signed: bool = False) -> str:
     """An accuracy as 99.33%, or a change of accuracy in percentage points, new minus old: -0.33 pp is a loss."""
