@@ -188,15 +188,21 @@ def test_missing_calibration_is_bad_input_inside_optimize(mdeploy, corpus, tmp_p
 
 
 def test_existing_output_is_bad_input_and_leaves_the_last_report(mdeploy, corpus, tmp_path):
+    # A file this OUTDIR's report lists is mdeploy's own and a re-run may replace it (issue 13: a re-run with
+    # --no-cache keeps the report); a file the report does not list is the user's, and is never overwritten.
     out = tmp_path / "o"
+    float_only = tmp_path / "float_only.toml"
+    float_only.write_text("[quantize]\nonnx = []\n")
     args = ("optimize", corpus["near_tie"], "--calibration", corpus["cal"], "--validation", corpus["val"],
             "--no-bench", "--no-cache", "-o", out)
-    assert mdeploy(*args).exit_code == 0
+    assert mdeploy(*args, "--recipe", float_only).exit_code == 0
+    (out / "onnx" / "model.int8.onnx").write_bytes(b"the user's own file")
     before = (out / "report.md").stat().st_mtime_ns
     r = mdeploy(*args)
     assert r.exit_code == 2, r.stderr
     assert "exists" in error_line(r.stderr) and "--force" in r.stderr and "gate" not in r.stderr
     assert (out / "report.md").stat().st_mtime_ns == before and md_verdict(out) == 0  # the last run's, untouched
+    assert (out / "onnx" / "model.int8.onnx").read_bytes() == b"the user's own file"
 
 
 def test_outdir_that_is_a_file_is_bad_input(mdeploy, corpus, tmp_path):
