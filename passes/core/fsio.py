@@ -65,7 +65,9 @@ def ensure_writable(path: Path, force: bool) -> None:
         raise EnvironmentProblem(f"{path} already exists", "pass --force to overwrite it, or choose another output directory")
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file or directory tree, if it is there."""
+    path = Path(path)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
@@ -104,12 +106,12 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
                 old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
                 os.replace(path, old)
                 os.replace(tmp, path)
-                _remove(old)
+                remove_path(old)
             else:
                 os.replace(tmp, path)
     finally:
         if tmp.exists() or tmp.is_symlink():
-            _remove(tmp)
+            remove_path(tmp)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -127,7 +129,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.replace(tmp, path)
     finally:
         if tmp.exists():
-            _remove(tmp)
+            remove_path(tmp)
 
 
 def sweep_partials(out_dir: Path) -> list[Path]:
@@ -136,6 +138,6 @@ def sweep_partials(out_dir: Path) -> list[Path]:
     removed = []
     for pattern in PARTIAL_GLOBS:
         for p in Path(out_dir).rglob(pattern):
-            _remove(p)
+            remove_path(p)
             removed.append(p)
     return removed

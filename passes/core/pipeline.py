@@ -26,7 +26,7 @@ from mdeploy.passes.core.errors import (
     environment_error,
     last_meaningful_line,
 )
-from mdeploy.passes.core.fsio import contained, move_aside, write_text_atomic
+from mdeploy.passes.core.fsio import contained, move_aside, remove_path, write_text_atomic
 from mdeploy.passes.core.logs import configure_logging
 from mdeploy.passes.core.processes import die_with_parent
 
@@ -211,7 +211,13 @@ def run_pass(p: Pass, artifact: Artifact, ctx: Context, steps: list[Step]) -> Ar
         raise pass_failure(p.name, artifact.name, e) from e
     result = out if isinstance(out, PassResult) else PassResult(out)
     if ctx.on_publish is not None:
-        ctx.on_publish(result.artifact)  # listed before it is cached: a listed file is one a re-run may replace
+        try:
+            ctx.on_publish(result.artifact)  # listed before it is cached: a listed file is one a re-run may replace
+        except MdeployError:
+            # It could not be listed (a full disk): take it back, rather than leave an artifact no report knows.
+            if Path(result.artifact.path).resolve() != Path(artifact.path).resolve():
+                remove_path(result.artifact.path)
+            raise
     if cache:
         cache.put(key, result)
     steps.append(Step(p.name, pass_params(p), str(artifact.path), str(result.artifact.path), time.perf_counter() - t0,
