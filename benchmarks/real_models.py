@@ -205,13 +205,9 @@ def run_tflite(path, feeds_for) -> dict[str, np.ndarray]:
 
 
 def _match_feed(name, feeds, sig):
-    if name in feeds:
-        return feeds[name]
-    for key in feeds:
-        if _strip(name).endswith(_strip(key)) or _strip(key).endswith(_strip(name)):
-            return feeds[key]
-    if len(feeds) == 1:
-        return next(iter(feeds.values()))
+    key = _feed_key(name, feeds)
+    if key is not None:
+        return feeds[key]
     raise CheckFailure(f"no realistic input for TFLite input {name!r}")
 
 
@@ -310,10 +306,21 @@ def check_artifacts(model: Model, command: str, out: Path) -> dict:
 def _keras_feeds(feeds: dict, sig) -> dict:
     out = {}
     for name, shape, dtype in sig:
-        key = name if name in feeds else _strip(name) if _strip(name) in feeds else (next(iter(feeds)) if len(feeds) == 1 else None)
+        key = _feed_key(name, feeds)
         if key is not None:
             out[name] = feeds[key].astype(dtype)
     return out
+
+
+def _feed_key(name: str, feeds: dict) -> str | None:
+    """The source input an artifact's input stands for: same name, or TFLite's serving_default_NAME:0 form."""
+    if name in feeds:
+        return name
+    bare = _strip(name)
+    for key in feeds:
+        if bare == key or bare.endswith("_" + key) or bare.endswith("/" + key):
+            return key
+    return next(iter(feeds)) if len(feeds) == 1 else None
 
 
 # ---------------------------------------------------------------- one run
@@ -394,6 +401,7 @@ def table(runs: list[Run], commands: list[str]) -> str:
 
 
 def _short(text: str, n: int = 70) -> str:
+    text = re.sub(r"(?<![\w.])/[\w./+-]+/([\w.+-]+)", r"\1", text)  # paths to their file names
     text = text.replace("|", "/").replace("\n", " ")
     return text if len(text) <= n else text[: n - 1] + "…"
 
