@@ -43,7 +43,7 @@ CASES = [
     ("onnx-squeezenet", "simplify", "ok", None),
     ("onnx-squeezenet", "quantize-dynamic", "ok", NOT_INITIALIZER),
     ("ppocr-cls", "simplify", "ok", None),
-    ("ppocr-cls", "quantize-dynamic", "ok", NOT_INITIALIZER),
+    ("ppocr-det", "quantize-dynamic", "ok", NOT_INITIALIZER),
     ("silero-vad-16k-op15", "quantize-dynamic", "ok", STATE_DIM),
     ("magika", "quantize-dynamic", "ok", None),
     ("mp-face-detection-short", "convert", "ok", None),
