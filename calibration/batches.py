@@ -65,7 +65,11 @@ def check_batch(batch: Batch, inputs: Sequence[TensorSpec], origin: str) -> Batc
 
 
 def batch_size_of(batch: Batch) -> int:
-    return len(next(iter(v for k, v in batch.items() if k != LABELS)))
+    """Samples in a batch: the leading dimension, or 1 for a batch without a common one (scalars, states)."""
+    arrays = [np.asarray(v) for k, v in batch.items() if k != LABELS]
+    if any(a.ndim == 0 for a in arrays) or len({a.shape[0] for a in arrays}) > 1:
+        return 1
+    return len(arrays[0])
 
 
 def collect(source: CalibrationSource, limit: int | None = None) -> Batch:
@@ -83,6 +87,8 @@ def collect(source: CalibrationSource, limit: int | None = None) -> Batch:
             break
     if not parts:
         raise BadInput(f"{source.description}: no samples", "give a data file with at least one sample")
+    if any(np.asarray(v).ndim == 0 for v in parts[0].values()) or len({np.shape(v)[0] for v in parts[0].values()}) > 1:
+        return parts[0]  # no common sample axis (scalars, recurrent state): one batch is one run, not concatenated
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

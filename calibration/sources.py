@@ -26,6 +26,7 @@ from mdeploy.calibration.batches import (
     batch_size_of,
     check_batch,
 )
+from mdeploy.calibration.shapes import generated_shape, model_batch_limit
 from mdeploy.passes.core.artifact import TensorSpec
 from mdeploy.passes.core.errors import BadInput
 
@@ -73,6 +74,8 @@ class SampleWindow:
 class RandomSource:
     """Inputs generated from the signature with a fixed seed: uniform [0, 1) floats, small ints.
 
+    Shapes follow calibration/shapes.py (fixed dims kept, batch only where dynamic, scalars stay scalars);
+    a model with a fixed batch (or no common batch axis, like a recurrent state) gets batches of that size.
     Only used when asked for by name (`random`) or for parity checks; it validates nothing about accuracy.
     """
 
@@ -91,11 +94,14 @@ class RandomSource:
 
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng(self.seed)
-        for start in range(0, self.samples, self.batch_size):
-            n = min(self.batch_size, self.samples - start)
+        limit = model_batch_limit(self.inputs)
+        step = max(1, min(self.batch_size, limit) if limit else self.batch_size)
+        for start in range(0, self.samples, step):
+            n = min(step, self.samples - start)
             batch: Batch = {}
+            sizes: dict[str, int] = {}
             for t in self.inputs:
-                shape = (n, *[d if d is not None else 1 for d in t.shape[1:]])
+                shape = generated_shape(t, n, sizes)
                 dt = np.dtype(t.dtype)
                 if dt.kind == "f":
                     batch[t.name] = rng.random(shape, dtype=np.float32).astype(dt)

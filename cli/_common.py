@@ -83,6 +83,9 @@ OutDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output director
 JsonOpt = Annotated[bool, typer.Option("--json", help="Write the report as JSON to stdout, and nothing else.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing artifacts.")]
 DataOpt = Annotated[str | None, typer.Option("--data", help="Inputs for checks: a .npz keyed by input name (default: generated, seed 0).")]
+InputShapeOpt = Annotated[list[str] | None, typer.Option(
+    "--input-shape", help="An input's shape for generated inputs and checks: NAME:D1,D2,... (repeatable); ? keeps a "
+                          "dimension dynamic. Default: batch 1, image height/width 224, sequence 16, fixed dims kept.")]
 OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset for tf2onnx conversions.")]
 # Preprocessing for directories of images, wherever a command reads calibration or validation data.
 ImageSizeOpt = Annotated[str | None, typer.Option("--image-size", help="Images: resize to HEIGHTxWIDTH (default: the model's).")]

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mdeploy.cli._common import JsonOpt, emit_json, global_options, progress, stdout
+from mdeploy.calibration.shapes import parse_input_shapes
+from mdeploy.cli._common import InputShapeOpt, JsonOpt, emit_json, global_options, progress, stdout
 from mdeploy.cli._format import human_bytes
 from mdeploy.cli.report import wide_console
 from mdeploy.passes.workflows.bench import bench_models
@@ -43,11 +44,12 @@ def bench_cli(
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls first.")] = 10,
     runs: Annotated[int, typer.Option("--runs", help="Timed calls.")] = 100,
     out_dir: Annotated[Path | None, typer.Option("--output", "-o", help="OUTDIR whose report.json gets the results.")] = None,
+    input_shape: InputShapeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure latency p50/p90/p99, throughput, load time and peak memory, each model in its own process."""
     with progress("benchmarking", quiet=json_out) as on_stage:
-        results = bench_models(models, trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, batch=batch, threads=threads, warmup=warmup, runs=runs, out_dir=out_dir,
+        results = bench_models(models, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, batch=batch, threads=threads, warmup=warmup, runs=runs, out_dir=out_dir,
                                on_stage=on_stage)
     if json_out:
         emit_json(results)

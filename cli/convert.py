@@ -6,9 +6,11 @@ from typing import Annotated
 
 import typer
 
+from mdeploy.calibration.shapes import parse_input_shapes
 from mdeploy.cli._common import (
     DataOpt,
     ForceOpt,
+    InputShapeOpt,
     JsonOpt,
     ModelArg,
     OpsetOpt,
@@ -53,13 +55,14 @@ def convert_cli(
     name: Annotated[str | None, typer.Option("--name", help="Model name in the TF Serving layout (default: file stem).")] = None,
     data: DataOpt = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Parity tolerance: max abs error <= tol * max(1, max|ref|).")] = 1e-4,
+    input_shape: InputShapeOpt = None,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Convert a model to SavedModel (TF Serving layout), ONNX and TFLite, and check each against the source."""
     targets = parse_targets(to)
     with progress("converting", quiet=json_out) as on_stage:
-        report = convert(model, targets, out_dir, trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, opset=opset, name=name, data=data, force=force, tolerance=tolerance,
+        report = convert(model, targets, out_dir, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, opset=opset, name=name, data=data, force=force, tolerance=tolerance,
                          on_stage=on_stage)
     if json_out:
         emit_json(report.to_dict())

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mdeploy.calibration.images import image_options
+from mdeploy.calibration.shapes import parse_input_shapes
 from mdeploy.cli._common import (
     ForceOpt,
     ImageColorOpt,
@@ -18,6 +19,7 @@ from mdeploy.cli._common import (
     ImageScaleOpt,
     ImageSizeOpt,
     ImageStdOpt,
+    InputShapeOpt,
     JsonOpt,
     ModelArg,
     OpsetOpt,
@@ -101,6 +103,7 @@ def quantize_cli(
     max_abs_error: MaxAbsErrorOpt = None,
     max_rel_error: MaxRelErrorOpt = None,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Measure the quantized artifact but never fail on it.")] = False,
+    input_shape: InputShapeOpt = None,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -109,7 +112,7 @@ def quantize_cli(
     image = image_options(image_size, image_scale or "1/255", image_mean, image_std, image_layout or "auto",
                           image_color or "auto")
     with progress("quantizing", quiet=json_out) as on_stage:
-        report = quantize(model, to.lower(), mode.lower(), out_dir, trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes,
+        report = quantize(model, to.lower(), mode.lower(), out_dir, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes,
                           calibration=calibration, validation=validation,
                           samples=samples, method=method.lower(), format=quant_format.lower(), per_channel=not per_tensor,
                           exclude=_split(exclude), io=io.lower(), activations=activations.lower(), image=image, opset=opset,

@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
+from mdeploy.calibration.shapes import parse_input_shapes
 from mdeploy.cli._common import (
     ForceOpt,
+    InputShapeOpt,
     JsonOpt,
     ModelArg,
     emit_json,
@@ -21,7 +23,7 @@ from mdeploy.cli._common import (
 )
 from mdeploy.cli._format import human_bytes
 from mdeploy.passes.report.model import Report
-from mdeploy.passes.workflows.simplify import parse_input_shapes, simplify
+from mdeploy.passes.workflows.simplify import simplify
 
 
 def render_summary(report: Report, out: Path) -> None:
@@ -50,7 +52,7 @@ def simplify_cli(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--output", "-o", help="Output .onnx file.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 3) instead of keeping the unsimplified model.")] = False,
-    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="Pin an input's shape: NAME:D1,D2,... (repeatable). Dynamic dims stay dynamic otherwise.")] = None,
+    input_shape: InputShapeOpt = None,
     data: Annotated[str | None, typer.Option("--data", help="Inputs for the check (default: generated, seed 0): any calibration data spec.")] = None,
     json_out: JsonOpt = False,
     force: ForceOpt = False,

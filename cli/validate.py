@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from mdeploy.cli._common import JsonOpt, emit_json, global_options, progress, stderr, stdout
+from mdeploy.calibration.shapes import parse_input_shapes
+from mdeploy.cli._common import InputShapeOpt, JsonOpt, emit_json, global_options, progress, stderr, stdout
 from mdeploy.cli._format import fmt_float
 from mdeploy.cli.gate_options import (
     MaxAbsErrorOpt,
@@ -85,12 +86,13 @@ def validate_cli(
     limit: Annotated[int | None, typer.Option("--limit", help="Use at most this many samples.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="Runtime threads (default: the runtime's own).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--output", "-o", help="OUTDIR whose report.json gets the results.")] = None,
+    input_shape: InputShapeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Compare candidates with a reference on the same data; exit 1 when one breaks a threshold."""
     bounds = thresholds(max_accuracy_drop, min_agreement, min_sqnr, max_abs_error, max_rel_error)
     with progress("validating", quiet=json_out):
-        result = validate_models(reference, candidates, data, bounds, trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, out_dir=out_dir, batch_size=batch_size,
+        result = validate_models(reference, candidates, data, bounds, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, out_dir=out_dir, batch_size=batch_size,
                                  limit=limit, threads=threads)
     if json_out:
         emit_json(result.to_dict())

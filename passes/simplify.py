@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mdeploy.calibration.batches import LABELS, collect
+from mdeploy.calibration.shapes import pin_input_shapes
 from mdeploy.calibration.sources import DataSpec, open_source
 from mdeploy.passes.backends import load_runner, run_batched
 from mdeploy.passes.backends.onnxruntime import load_onnx_model, onnx_signature
@@ -39,12 +40,21 @@ def _dynamic_dims(specs: tuple[TensorSpec, ...]) -> dict[str, list[int]]:
     return {t.name: [i for i, d in enumerate(t.shape) if d is None] for t in specs}
 
 
+def pin_graph_inputs(model, shapes) -> None:
+    """Set the given dimensions of the graph inputs in place (None leaves a dimension as it is)."""
+    pinned = dict(shapes)
+    for v in model.graph.input:
+        for dim, value in zip(v.type.tensor_type.shape.dim, pinned.get(v.name, ())):
+            if value is not None:
+                dim.dim_value = int(value)
+
+
 @dataclass(frozen=True)
 class Simplify:
     """ONNX -> simplified ONNX.
 
     file_name: output name under OUTDIR/onnx/ (an absolute path is used as is).
-    input_shapes: ((input name, (dims...)), ...) to pin; empty keeps every dynamic dimension.
+    input_shapes: ((input name, (dims...)), ...) to pin (None keeps that dimension dynamic); empty keeps every one.
     data: inputs for the check (a DataSpec); None uses the Context's parity data, else generated inputs.
     strict: a failed simplification or check raises PassFailed instead of keeping the input.
     """
@@ -53,7 +63,7 @@ class Simplify:
     accepts: ClassVar[tuple[str, ...]] = ("onnx",)
     produces: ClassVar[str] = "onnx"
     file_name: str = "model.sim.onnx"
-    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    input_shapes: tuple[tuple[str, tuple[int | None, ...]], ...] = ()
     data: DataSpec | None = None
     strict: bool = False
 
@@ -105,20 +115,22 @@ class Simplify:
     def _simplify(self, model):
         import onnxsim
 
-        shapes = {name: list(dims) for name, dims in self.input_shapes} or None
-        simplified, ok = onnxsim.simplify(model, check_n=0, overwrite_input_shapes=shapes)
+        pin_graph_inputs(model, self.input_shapes)
+        simplified, ok = onnxsim.simplify(model, check_n=0)
         if not ok:
             raise RuntimeError("onnxsim reported its own check as failed")
         return simplified
 
     def _check_feeds(self, artifact: Artifact, ctx: Context) -> dict:
-        pinned = dict(self.input_shapes)
-        specs = tuple(TensorSpec(t.name, tuple(pinned[t.name]), t.dtype) if t.name in pinned else t for t in artifact.inputs)
+        try:
+            specs = pin_input_shapes(artifact.inputs, self.input_shapes)
+        except BadInput:  # the workflow refuses such shapes up front; a pass given them lets onnxsim fail and falls back
+            specs = artifact.inputs
         if self.data is not None:
             source = self.data.open(specs)
         else:
             source = open_source(ctx.parity_data or "random", specs, samples=CHECK_SAMPLES, seed=ctx.seed)
-        batch = min([CHECK_SAMPLES] + [dims[0] for _, dims in self.input_shapes if dims])  # a pinned batch is exact
+        batch = min([CHECK_SAMPLES] + [dims[0] for _, dims in self.input_shapes if dims and dims[0]])  # a pinned batch is exact
         feeds = collect(source, limit=batch)
         feeds.pop(LABELS, None)
         return feeds

@@ -41,7 +41,8 @@ def onnx_signature(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
     def spec(v) -> TensorSpec:
         t = v.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-        return TensorSpec(v.name, dims, _ONNX_ELEM.get(t.elem_type, str(t.elem_type)))
+        names = tuple(d.dim_param or None for d in t.shape.dim)
+        return TensorSpec(v.name, dims, _ONNX_ELEM.get(t.elem_type, str(t.elem_type)), names if any(names) else ())
 
     if not model.graph.node and not model.graph.output:
         raise BadInput("the ONNX file holds no graph", "the file is truncated or not an ONNX model; re-export it")

@@ -36,7 +36,10 @@ def run_batched(runner: Runner, feeds: Feeds, batch_size: int = 64) -> dict[str,
     A model exported with a static batch dimension gets batches of exactly that size (the tflite runner
     already splits them itself).
     """
-    n = len(next(iter(feeds.values())))
+    arrays = [np.asarray(v) for v in feeds.values()]
+    if any(a.ndim == 0 for a in arrays) or len({a.shape[0] for a in arrays}) > 1:
+        return runner(feeds)  # no common sample axis (scalars, a recurrent state): one run, never sliced
+    n = len(arrays[0])
     static = {t.shape[0] for t in runner.inputs if t.shape and t.shape[0] is not None}
     if static and runner.format != "tflite":
         batch_size = min(batch_size, min(static))

@@ -5,11 +5,13 @@ a check passes when max_abs_error <= tolerance * max(1, max|reference|).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from mdeploy.calibration import LABELS, collect, open_source
+from mdeploy.calibration.shapes import DEFAULT_SEQUENCE, SEQUENCE_PROBES, dim_kind, generated_shape
 from mdeploy.passes.backends import artifact_runner, run_batched
 from mdeploy.passes.checks.compare import compare_outputs, worst
 from mdeploy.passes.core.artifact import Artifact
@@ -40,6 +42,32 @@ def parity_check(reference: dict[str, np.ndarray], artifact: Artifact, feeds: di
         "max_rel_error": worst(per_output, "max_rel_error"),
         "tolerance": tolerance,
         "passed": bool(max_abs <= tolerance * scale),
-        "samples": int(len(next(iter(feeds.values())))),
+        "samples": len(next(iter(feeds.values()))),
         "outputs": per_output,
     }
+
+
+def runnable_inputs(artifact: Artifact) -> tuple[Artifact, str | None]:
+    """The artifact with its dynamic sequence dimensions pinned to the first length in SEQUENCE_PROBES its float
+    model runs on, when it refuses the default (an STFT front end needs more than 16 samples), and a note saying
+    so; unchanged (and None) when the default runs, nothing is dynamic, or no probed length runs either."""
+    kinds = {t.name: [i for i, d in enumerate(t.shape) if d is None and dim_kind(t, i) == "sequence"] for t in artifact.inputs}
+    if not any(kinds.values()):
+        return artifact, None
+    runner = artifact_runner(artifact)
+    for length in SEQUENCE_PROBES:
+        sizes: dict[str, int] = {}
+        feeds = {t.name: np.zeros(generated_shape(t, 1, sizes, sequence=length), dtype=np.dtype(t.dtype))
+                 for t in artifact.inputs}
+        try:
+            runner(feeds)
+        except Exception:  # noqa: BLE001 - any refusal: try the next length
+            continue
+        if length == DEFAULT_SEQUENCE:
+            return artifact, None
+        pinned = tuple(dataclasses.replace(t, shape=tuple(length if i in kinds[t.name] else d for i, d in enumerate(t.shape)))
+                       for t in artifact.inputs)
+        note = (f"generated inputs use sequence length {length}: the model does not run on the default "
+                f"{DEFAULT_SEQUENCE} (--input-shape sets it)")
+        return dataclasses.replace(artifact, inputs=pinned), note
+    return artifact, None

@@ -25,21 +25,26 @@ _H5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output. `shape` uses None for a dynamic dimension."""
+    """One model input or output. `shape` uses None for a dynamic dimension; `dim_names` keeps what a format calls
+    its dynamic dimensions (ONNX dim_param, e.g. "batch"), which is how generated inputs give shared dims one value."""
 
     name: str
     shape: tuple[int | None, ...]
     dtype: str
+    dim_names: tuple[str | None, ...] = field(default=(), compare=False)
 
     def shape_str(self) -> str:
         return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if any(self.dim_names):
+            out["dim_names"] = list(self.dim_names)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+        return cls(d["name"], tuple(d["shape"]), d["dtype"], tuple(d.get("dim_names", ())))
 
 
 @dataclass(frozen=True)

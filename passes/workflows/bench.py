@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from mdeploy.calibration.shapes import InputShapes, with_input_shapes
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.bench import bench
 from mdeploy.passes.core.lock import locks_outdir
@@ -15,13 +16,14 @@ from mdeploy.passes.report.update import add_bench, find_record
 
 @locks_outdir("out_dir", create=False)
 def bench_models(models: list[Path], *, batch: int = 1, threads: int | None = None, warmup: int = 10, runs: int = 100,
-                 out_dir: Path | None = None, on_stage=None, trusted: bool = False, max_bytes: int | None = None) -> list[dict[str, Any]]:
+                 out_dir: Path | None = None, on_stage=None, trusted: bool = False, max_bytes: int | None = None,
+                 input_shapes: InputShapes = ()) -> list[dict[str, Any]]:
     """Benchmark each model in its own subprocess; with `out_dir`, add each result to its report.json."""
 
     report = Report.load(out_dir) if out_dir is not None else None
     artifacts = []
     for m in models:
-        a = open_artifact(m, trusted=trusted, max_bytes=max_bytes)
+        a = with_input_shapes(open_artifact(m, trusted=trusted, max_bytes=max_bytes), input_shapes)
         name = str(m)
         if report is not None:
             entry = find_record(report, out_dir, a.path)  # the resolved path (a SavedModel's version dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mdeploy.calibration.shapes import InputShapes, with_input_shapes
 from mdeploy.passes.backends import artifact_runner, open_artifact, run_batched
 from mdeploy.passes.checks.parity import PARITY_TOLERANCE, parity_check, parity_feeds
 from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
@@ -49,14 +50,15 @@ def planned_outputs(passes: list, out_dir: Path, name: str) -> list[Path]:
 
 def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None = None, name: str | None = None,
             data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None,
-            trusted: bool = False, max_bytes: int | None = None) -> Report:
+            trusted: bool = False, max_bytes: int | None = None,
+                 input_shapes: InputShapes = ()) -> Report:
     """Convert `model` to each target, check parity of each artifact against the source, and write report.json."""
 
     stage = on_stage or (lambda text: None)
     name = safe_component(name, "--name") if name is not None else name_from_file(model)  # a name becomes a path
     check_opset(opset or DEFAULT_OPSET)
     stage("loading the model")
-    source = open_artifact(model, trusted=trusted, max_bytes=max_bytes)
+    source = with_input_shapes(open_artifact(model, trusted=trusted, max_bytes=max_bytes), input_shapes)
     passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET)
     for path in planned_outputs(passes, out_dir, name):
         ensure_writable(path, force)  # fail before any work, not after the first artifact

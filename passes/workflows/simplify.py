@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mdeploy.calibration.shapes import InputShapes, pin_input_shapes
 from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.core.errors import BadInput
@@ -11,21 +12,6 @@ from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.report.model import REPORT_NAME, Report, artifact_record
 from mdeploy.passes.simplify import Simplify
-
-
-def parse_input_shapes(values: list[str] | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """`NAME:1,3,224,224` (repeatable) -> ((NAME, (1, 3, 224, 224)), ...)."""
-    shapes = []
-    for text in values or []:
-        name, _, dims = text.rpartition(":")
-        try:
-            parsed = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            parsed = ()
-        if not name or not parsed or min(parsed) <= 0:
-            raise BadInput(f"--input-shape '{text}' is not NAME:D1,D2,...", "for example --input-shape image:1,224,224,3")
-        shapes.append((name, parsed))
-    return tuple(shapes)
 
 
 def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None = None,
@@ -45,6 +31,7 @@ def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None =
     source = open_artifact(model, max_bytes=max_bytes)
     if source.format != "onnx":
         raise BadInput(f"{model} is a {source.format} model; simplify takes ONNX", "convert it first: mdeploy convert MODEL --to onnx")
+    pin_input_shapes(source.inputs, input_shapes)  # a wrong name, rank or fixed dimension is the user's error (exit 2)
     p = Simplify(file_name=str(out.resolve()), input_shapes=input_shapes, data=DataSpec(data) if data else None, strict=strict)
     with outdir_lock(out.parent):  # OUT's folder is the OUTDIR: taken only once the input is known to be good
         return _simplify(p, source, model, out, force, stage)

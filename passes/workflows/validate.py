@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 from mdeploy.calibration import open_source
+from mdeploy.calibration.shapes import InputShapes, with_input_shapes
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.gates import Thresholds
 from mdeploy.passes.checks.validate import ValidationResult, validate
@@ -18,7 +19,8 @@ from mdeploy.passes.report.update import add_validation, find_record, record_nam
 @locks_outdir("out_dir", create=False)
 def validate_models(reference: Path, candidates: list[Path], data: str, thresholds: Thresholds = Thresholds(), *,
                     out_dir: Path | None = None, batch_size: int = 64, limit: int | None = None,
-                    threads: int | None = None, trusted: bool = False, max_bytes: int | None = None) -> ValidationResult:
+                    threads: int | None = None, trusted: bool = False, max_bytes: int | None = None,
+                 input_shapes: InputShapes = ()) -> ValidationResult:
     """Open the models and the data, validate, and (with `out_dir`) add the results to its report.json.
 
     Candidates are named by their record in OUTDIR's report when they are in it, else by the path as given.
@@ -37,9 +39,11 @@ def validate_models(reference: Path, candidates: list[Path], data: str, threshol
         names[name] = Path(path)
         return name
 
-    ref = open_artifact(reference, trusted=trusted, max_bytes=max_bytes)  # its .path is the resolved one (a SavedModel's version directory)
+    ref = with_input_shapes(open_artifact(reference, trusted=trusted, max_bytes=max_bytes), input_shapes)  # its .path is the resolved one (a SavedModel's version directory)
     ref = dataclasses.replace(ref, name=(record_name(report, out_dir, ref.path) if report else None) or str(reference))
     opened = [open_artifact(c, trusted=trusted, max_bytes=max_bytes) for c in candidates]
+    opened = [with_input_shapes(a, tuple((n, d) for n, d in input_shapes if n in {t.name for t in a.inputs}))
+              for a in opened]
     cands = [dataclasses.replace(a, name=label(a.path, p), meta={**a.meta, **_precision(report, out_dir, a.path)})
              for a, p in zip(opened, candidates)]
     source = open_source(data, ref.inputs, batch_size=batch_size)

@@ -28,15 +28,16 @@ def test_json_and_input_shape(mdeploy, tiny_dynamic_onnx, tmp_path):
     assert bad.exit_code == 2 and "NAME:D1,D2" in bad.stderr
 
 
-def test_fallback_is_skipped_with_warning_and_strict_exits_3(mdeploy, tiny_dynamic_onnx, tmp_path):
-    r = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "f.onnx", "--input-shape", "x:2,5", "--json")
-    assert r.exit_code == 0
-    data = json.loads(r.stdout)
-    assert data["steps"][0]["status"] == "skipped" and "kept the unsimplified model" in data["steps"][0]["note"]
-    assert (tmp_path / "f.onnx").read_bytes() == tiny_dynamic_onnx.read_bytes()
-    strict = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "s.onnx", "--input-shape", "x:2,5", "--strict")
-    assert strict.exit_code == 3 and strict.stderr.startswith("error:") and "hint:" in strict.stderr
-    assert not (tmp_path / "s.onnx").exists()
+def test_input_shape_of_the_wrong_rank_or_fixed_dim_is_exit_2_before_onnxsim(mdeploy, tiny_dynamic_onnx, tmp_path):
+    # (the skipped / --strict fallback itself is tested on the pass: tests/passes/test_simplify.py)
+    r = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "f.onnx", "--input-shape", "x:2,5")
+    assert r.exit_code == 2 and "has rank 2" in r.stderr and "hint:" in r.stderr
+    fixed = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "g.onnx", "--input-shape", "x:2,5,3")
+    assert fixed.exit_code == 2 and "fixed dimension 2" in fixed.stderr
+    assert not (tmp_path / "f.onnx").exists() and not (tmp_path / "g.onnx").exists()
+    kept = mdeploy("simplify", tiny_dynamic_onnx, "-o", tmp_path / "k.onnx", "--input-shape", "x:?,7,4", "--json")
+    assert kept.exit_code == 0
+    assert json.loads(kept.stdout)["artifacts"][0]["inputs"][0]["shape"] == [None, 7, 4]
 
 
 @pytest.mark.parametrize("content", [b"", b"\x08\x07garbage-not-onnx" * 10])
