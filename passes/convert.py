@@ -197,6 +197,7 @@ class ToOnnx:
     """
 
     name: ClassVar[str] = "convert.onnx"
+    failure_hint: ClassVar[str] = "run with --debug for the full traceback; if an op is unsupported, try another --opset"
     accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel", "tflite")
     produces: ClassVar[str] = "onnx"
     opset: int = DEFAULT_OPSET

@@ -208,7 +208,7 @@ def run_pass(p: Pass, artifact: Artifact, ctx: Context, steps: list[Step]) -> Ar
         env = environment_error(e)
         if env is not None:  # a full disk or a read-only OUTDIR is the user's to fix, not the pass's failure
             raise env from e
-        raise pass_failure(p.name, artifact.name, e) from e
+        raise pass_failure(p.name, artifact.name, e, getattr(p, "failure_hint", None)) from e
     result = out if isinstance(out, PassResult) else PassResult(out)
     if ctx.on_publish is not None:
         try:
@@ -225,11 +225,14 @@ def run_pass(p: Pass, artifact: Artifact, ctx: Context, steps: list[Step]) -> Ar
     return result.artifact
 
 
-def pass_failure(pass_name: str, input_name: str, e: BaseException) -> PassFailed:
-    """A pass's own exception as PassFailed: the converter's actionable line, and a hint that fits it."""
+def pass_failure(pass_name: str, input_name: str, e: BaseException, hint: str | None = None) -> PassFailed:
+    """A pass's own exception as PassFailed: the converter's actionable line, and a hint that fits it (the pass's
+    own `failure_hint` when it declares one: quantize's is not a converter's)."""
     line = last_meaningful_line(e, empty="")
     low = line.lower()
-    if "op" in low.split() or "opset" in low or "unsupported" in low or "not supported" in low:
+    if hint is not None:
+        pass
+    elif "op" in low.split() or "opset" in low or "unsupported" in low or "not supported" in low:
         hint = "an op is not supported by this converter: try another --opset, or exclude or replace that op"
     else:
         hint = "run with --debug for the full traceback"

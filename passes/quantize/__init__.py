@@ -40,10 +40,12 @@ def require_calibration(calibration: DataSpec | None, pass_name: str) -> DataSpe
     return calibration
 
 
-def run_once(path: Path, fmt: str, artifact: Artifact, calibration: DataSpec | None) -> None:
+def run_once(path: Path, fmt: str, artifact: Artifact, calibration: DataSpec | None) -> str | None:
     """Load a freshly written artifact on its runtime and run one sample, before it is published.
 
-    A quantizer that emits a model its runtime cannot load or run is a failed pass (exit 3).
+    A quantizer that emits a model its runtime cannot load or run is a failed pass (exit 3). When the float
+    model itself does not run on the same (generated) sample, the sample is to blame, not the quantizer:
+    the smoke run is skipped and the returned note says why (None when the run went fine).
     """
     try:
         runner = load_runner(fmt, path)
@@ -56,12 +58,26 @@ def run_once(path: Path, fmt: str, artifact: Artifact, calibration: DataSpec | N
     try:
         outputs = runner(feeds)
     except Exception as e:
-        raise PassFailed(f"the quantized model loads but fails to run on its runtime: {type(e).__name__}: {str(e).strip()[:300]}",
+        cause = f"{type(e).__name__}: {str(e).strip()[:300]}"
+        if calibration is None and not _float_runs(artifact, feeds):
+            shapes = ", ".join(f"{k} {list(np.shape(v))}" for k, v in feeds.items())
+            return (f"not smoke-tested: the float model does not run on generated inputs ({shapes}) either; "
+                    "pass --input-shape NAME:D1,D2,... with a size it takes")
+        raise PassFailed(f"the quantized model loads but fails to run on its runtime: {cause}",
                          "try another --mode or --format, or --exclude the op named above") from e
     bad = [k for k, v in outputs.items() if np.asarray(v).dtype.kind == "f" and not np.all(np.isfinite(v))]
     if bad:
         raise PassFailed(f"the quantized model produces NaN/Inf in output(s) {', '.join(bad)}",
                          "check the calibration data covers the real input range, or keep those ops in float with --exclude")
+    return None
+
+
+def _float_runs(artifact: Artifact, feeds) -> bool:
+    try:
+        load_runner(artifact.format, artifact.path, trusted=artifact.trusted)(feeds)
+    except Exception:  # noqa: BLE001 - any refusal means the inputs, not the quantizer, are at fault
+        return False
+    return True
 
 
 def quantization_quality(parent: Artifact, quantized: Artifact, heldout: CalibrationSource,

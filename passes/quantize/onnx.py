@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from mdeploy.calibration.adapters import OrtCalibrationReader
+from mdeploy.calibration.shapes import model_batch_limit
 from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends.onnxruntime import load_onnx_model, onnx_signature
 from mdeploy.passes.core.artifact import Artifact
-from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.errors import BadInput, PassFailed
 from mdeploy.passes.core.fsio import atomic_output
 from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.quantize import PRECISION, check_mode, quantized_file_name, require_calibration, run_once
+from mdeploy.passes.quantize.onnx_prepare import prepare_for_quantization
 
 FORMATS = ("qdq", "qoperator")
 METHODS = ("minmax", "entropy", "percentile")
@@ -51,6 +53,7 @@ class QuantizeOnnx:
     """
 
     name: ClassVar[str] = "quantize.onnx"
+    failure_hint: ClassVar[str] = "--exclude the op or node named above to keep it in float, or try --per-tensor or --mode fp16"
     accepts: ClassVar[tuple[str, ...]] = ("onnx",)
     produces: ClassVar[str] = "onnx"
     mode: str = "int8"
@@ -81,21 +84,57 @@ class QuantizeOnnx:
         model = load_onnx_model(artifact.path)
         names, types = self._exclusions(model)
         with tempfile.TemporaryDirectory(prefix="mdeploy-quant-") as work, atomic_output(final, ctx.force) as tmp, quiet_quantizer():
+            notes: list[str] = []
             if self.mode == "fp16":
                 self._fp16(model, tmp)
-            elif self.mode == "dynamic":
-                self._dynamic(artifact, tmp, names, types)
+                smoke = run_once(tmp, "onnx", artifact, self.calibration)
             else:
-                self._static(artifact, Path(work), tmp, names, types, ctx)
+                source, notes = prepare_for_quantization(Path(artifact.path), Path(work))
+                smoke, fallback = self._quantize_with_fallbacks(artifact, source, Path(work), tmp, names, types, ctx)
+                notes += fallback
             if self.compact_names:
                 compact_tensor_names(tmp)
-            run_once(tmp, "onnx", artifact, self.calibration)
+            for note in notes + ([smoke] if smoke else []):
+                ctx.warn(f"{self.name}: {note}")
         derived = artifact.derive(format="onnx", path=final, name=f"onnx-{self.mode}", precision=PRECISION[self.mode],
                                   produced_by={"pass": self.name, "params": pass_params(self)},
-                                  calibration=self.calibration.spec if self.calibration and self.mode == "int8" else None)
+                                  calibration=self.calibration.spec if self.calibration and self.mode == "int8" else None,
+                                  quantize_notes=notes)
         inputs, outputs = onnx_signature(load_onnx_model(final, load_external_data=False))
         return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
 
+    def _attempts(self) -> list[tuple[bool, dict, str | None]]:
+        """(per_channel, extra options, what the report says) in the order an expert would try them."""
+        attempts: list[tuple[bool, dict, str | None]] = [(self.per_channel, {}, None)]
+        if self.per_channel:
+            if self.mode == "int8":
+                attempts.append((True, {"QDQDisableWeightAdjustForInt32Bias": True},
+                                 "per-channel quantization failed inside onnxruntime ({cause}); quantized per-channel "
+                                 "with QDQDisableWeightAdjustForInt32Bias"))
+            attempts.append((False, {}, "per-channel quantization failed inside onnxruntime ({cause}); quantized per-tensor"))
+        return attempts
+
+    def _quantize_with_fallbacks(self, artifact: Artifact, source: Path, work: Path, out: Path, names, types,
+                                 ctx: Context) -> tuple[str | None, list[str]]:
+        first: Exception | None = None
+        for per_channel, extra, note in self._attempts():
+            try:
+                if self.mode == "dynamic":
+                    self._dynamic(source, out, names, types, per_channel)
+                else:
+                    self._static(artifact, source, work, out, names, types, ctx, per_channel, extra)
+                smoke = run_once(out, "onnx", artifact, self.calibration)
+            except BadInput:
+                raise
+            except Exception as e:  # noqa: BLE001 - onnxruntime.quantization raises anything; kept for the next attempt
+                first = first or e
+                continue
+            return smoke, ([note.format(cause=_cause(first))] if note and first else [])
+        assert first is not None
+        if isinstance(first, PassFailed):
+            raise first
+        raise PassFailed(f"onnxruntime's {self.mode} quantizer failed{' (per-channel and per-tensor)' if self.per_channel else ''}: "
+                         f"{_cause(first)}", "--exclude the op or node named above to keep it in float, or try --mode fp16") from first
     def _exclusions(self, model) -> tuple[list[str], set[str]]:
         """Split --exclude into node names and op types; refuse what is neither, naming it."""
         node_names = {n.name for n in model.graph.node}
@@ -126,19 +165,20 @@ class QuantizeOnnx:
                                              op_block_list=sorted({n.op_type for n in model.graph.node if n.op_type in self.exclude}) or None)
         onnx.save(converted, str(out))
 
-    def _dynamic(self, artifact: Artifact, out: Path, names: list[str], types: set[str]) -> None:
+    def _dynamic(self, source: Path, out: Path, names: list[str], types: set[str], per_channel: bool) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(artifact.path), str(out), per_channel=self.per_channel, weight_type=QuantType.QInt8,
+        quantize_dynamic(str(source), str(out), per_channel=per_channel, weight_type=QuantType.QInt8,
                          nodes_to_exclude=names or None, op_types_to_quantize=self._op_types(types, static=False))
 
-    def _static(self, artifact: Artifact, work: Path, out: Path, names: list[str], types: set[str], ctx: Context) -> None:
+    def _static(self, artifact: Artifact, source: Path, work: Path, out: Path, names: list[str], types: set[str],
+                ctx: Context, per_channel: bool, extra: dict) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
 
         calibration = require_calibration(self.calibration, self.name)
-        pre, source = (work / "preprocessed.onnx").resolve(), str(Path(artifact.path).resolve())
+        pre, source = (work / "preprocessed.onnx").resolve(), str(Path(source).resolve())
         # ORT's symbolic shape inference saves sym_shape_infer_temp.onnx (and .data files) in the working directory
         # when it gives up: run it in our temporary directory, with absolute paths, so nothing lands in the user's.
         with contextlib.chdir(work):
@@ -149,7 +189,8 @@ class QuantizeOnnx:
                 quant_pre_process(source, str(pre), skip_symbolic_shape=True)
         # ORT calibrates on a copy of the graph that outputs every intermediate tensor, so peak memory grows
         # with the batch: MobileNetV2 at 32 images needs ~3.5 GB, at 8 under 1 GB, for the same ranges.
-        calibration = dataclasses.replace(calibration, batch_size=min(calibration.batch_size, CALIBRATION_BATCH))
+        limit = model_batch_limit(artifact.inputs) or CALIBRATION_BATCH  # a model's fixed batch is what it takes
+        calibration = dataclasses.replace(calibration, batch_size=min(calibration.batch_size, CALIBRATION_BATCH, limit))
         reader = OrtCalibrationReader(calibration.open(artifact.inputs))
         if len(reader) == 0:
             raise BadInput(f"{calibration.spec}: no calibration samples", "give calibration data with at least one sample")
@@ -157,14 +198,19 @@ class QuantizeOnnx:
                   "percentile": CalibrationMethod.Percentile}[self.method]
         quantize_static(str(pre), str(out), reader,
                         quant_format=QuantFormat.QDQ if self.format == "qdq" else QuantFormat.QOperator,
-                        per_channel=self.per_channel, weight_type=QuantType.QInt8,
+                        per_channel=per_channel, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
                         calibrate_method=method, nodes_to_exclude=names or None,
                         op_types_to_quantize=self._op_types(types, static=True),
                         # a stride of one batch bounds memory (ranges/histograms are merged batch by batch instead
                         # of after holding every batch's activations), and ORT's histogram collector needs
                         # equal-sized batches within a stride
-                        extra_options={"CalibStridedMinMax": 1})
+                        extra_options={"CalibStridedMinMax": 1, **extra})
+
+
+def _cause(e: BaseException) -> str:
+    text = getattr(e, "message", None) or str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ class QuantizeTflite:
     """
 
     name: ClassVar[str] = "quantize.tflite"
+    failure_hint: ClassVar[str] = "run with --debug for the full traceback; try another --mode, or --io float"
     accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel")
     produces: ClassVar[str] = "tflite"
     mode: str = "int8"

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.calibration.batches import batch_size_of
+from mdeploy.calibration.shapes import InputShapes, with_input_shapes
 from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.gates import Thresholds
+from mdeploy.passes.checks.parity import runnable_inputs
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
@@ -131,6 +133,19 @@ def quantization_pass(to: str, mode: str, calibration, *, method: str, format: s
     return QuantizeTflite(mode=mode, io=io, calibration=calibration)
 
 
+UNUSABLE_SQNR_DB = 10.0  # noise over a third of the signal's amplitude: the quantized outputs are not the model's
+
+
+def quality_warning(name: str, quality: dict) -> str | None:
+    """A warning when the quantized outputs are far from the float model's (the gate decides; this names it)."""
+    sqnr = quality.get("sqnr_db")
+    if sqnr is None or sqnr >= UNUSABLE_SQNR_DB:
+        return None
+    return (f"{name}: outputs far from the float model's (SQNR {sqnr:.1f} dB, max abs error "
+            f"{quality.get('max_abs_error', float('nan')):.3g}): likely unusable; --exclude the op types that "
+            "lose the most (recurrent ones often) or use --mode fp16")
+
+
 SPARSE_ENOUGH = 0.05  # below this a model was not pruned; its few zeros are not worth a survival check
 
 
@@ -149,7 +164,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
              per_channel: bool = True, exclude: tuple[str, ...] = (), io: str = "float", activations: str = "uint8",
              image=None, batch_size: int = 32,
              opset: int | None = None, thresholds: Thresholds | None = Thresholds(), force: bool = False, seed: int = 0,
-             on_stage=None, trusted: bool = False, max_bytes: int | None = None) -> Report:
+             on_stage=None, trusted: bool = False, max_bytes: int | None = None,
+             input_shapes: InputShapes = ()) -> Report:
     """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
 
     stage = on_stage or (lambda text: None)
@@ -160,7 +176,10 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
     if opset is not None:
         check_opset(opset)
     stage("loading the model")
-    source = open_artifact(model, trusted=trusted, max_bytes=max_bytes)
+    source = with_input_shapes(open_artifact(model, trusted=trusted, max_bytes=max_bytes), input_shapes)
+    probe_note = None
+    if not input_shapes and calibration in (None, "random") and validation is None and source.format == "onnx":
+        source, probe_note = runnable_inputs(source)
     if source.format == "tflite" or (to == "tflite" and source.format == "onnx"):
         raise BadInput(f"cannot quantize a {source.format} model for --to {to}",
                        "start from the Keras model or SavedModel (or an ONNX model for --to onnx)")
@@ -172,6 +191,9 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
     plan = plan_data(source.inputs, mode, calibration, validation, samples, image=image, batch_size=batch_size, seed=seed)
     with outdir_lock(out_dir):  # taken once the input is known to be good, so a refused input writes nothing
         parent = float_parent(model, source, to, out_dir, opset=opset, force=force, on_stage=stage)
+        if parent is not source:  # the converted parent's signature has the source's names: pin the same shapes
+            names = {t.name for t in parent.inputs}
+            parent = with_input_shapes(parent, tuple((n, d) for n, d in input_shapes if n in names))
         qpass = dataclasses.replace(qpass, calibration=plan.calibration)
         ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage,
                       on_publish=ReportJournal(out_dir, Report.for_source(source).source))
@@ -194,7 +216,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
         report = Report.load_or_new(out_dir, source)
         report.add_artifact(record)
         report.add_steps(steps)
-        for w in plan.warnings + ctx.warnings:
+        flag = quality_warning(quantized.name, quality)
+        for w in plan.warnings + ([probe_note] if probe_note else []) + ctx.warnings + ([flag] if flag else []):
             if w not in report.warnings:
                 report.warnings.append(w)
         report.save(out_dir)
