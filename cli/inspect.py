@@ -27,6 +27,12 @@ def render(info: dict[str, Any]) -> None:
         for t in info[kind]:
             io.add_row(kind[:-1], t["name"], _shape(t["shape"]), t["dtype"])
     stdout.print(io)
+    if info.get("custom_ops"):
+        stdout.print(f"custom ops: {', '.join(info['custom_ops'])}", highlight=False)
+    if info.get("sparse_tensors"):
+        stdout.print(f"sparse tensors: {info['sparse_tensors']} (stored in the TFLite sparse format)", highlight=False)
+    if info.get("runs_on_litert") is False:
+        stdout.print(f"LiteRT: does not load it ({info.get('litert_error', '')})", highlight=False)
     if info["top_ops"]:
         ops = Table(title=f"top ops ({info['op_count']} in all)", show_edge=False, box=None)
         ops.add_column("op")

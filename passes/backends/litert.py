@@ -22,9 +22,94 @@ def litert_interpreter(path: Path, threads: int | None = None):
             interp = Interpreter(model_path=str(path), num_threads=threads or None)
             interp.allocate_tensors()
     except Exception as e:
-        raise BadInput(f"{path}: LiteRT cannot load this model ({first_line(e)})",
-                       "the file is corrupt or not a .tflite model; re-convert it") from e
+        raise refusal(path, e) from e
     return interp
+
+
+def refusal(path: Path, e: BaseException) -> BadInput:
+    """Why LiteRT refused a file, named from its flatbuffer: custom ops, not a flatbuffer, or the runtime's words."""
+    try:
+        flat = read_flatbuffer(path)
+    except BadInput as bad:
+        return bad
+    custom = sorted({op for op in flat["ops"] if op.startswith("custom:")})
+    if custom:
+        names = ", ".join(c.split(":", 1)[1] for c in custom)
+        return BadInput(f"{path}: LiteRT cannot run this model: it uses custom op(s) {names}, which the stock runtime "
+                        "does not provide", "run it where those ops are registered (the app that ships it); "
+                        "`mdeploy inspect` still reads it")
+    return BadInput(f"{path}: LiteRT cannot load this model ({first_line(e)})",
+                    "the flatbuffer reads fine, so the runtime refuses an op or shape in it; `mdeploy inspect` lists them")
+
+
+def read_flatbuffer(path: Path) -> dict[str, Any]:
+    """A .tflite file read with the schema alone (no interpreter): ops (builtin names, `custom:NAME` for custom
+    ops), the first subgraph's inputs and outputs, signatures, tensor count, constant parameters, sparse tensors."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        buf = Path(path).read_bytes()
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read the file ({e.strerror})", "check the path and its permissions") from e
+    if len(buf) < 8 or not schema.Model.ModelBufferHasIdentifier(buf, 0):
+        raise BadInput(f"{path}: not a TFLite flatbuffer (no TFL3 identifier{', and the file is empty' if not buf else ''})",
+                       "the file is truncated or another format; re-export the .tflite model")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(buf, 0)
+    except Exception as e:  # noqa: BLE001 - a damaged flatbuffer raises anything from struct to IndexError
+        raise BadInput(f"{path}: a TFLite flatbuffer whose tables cannot be read ({type(e).__name__})",
+                       "the file is truncated or damaged; re-export the .tflite model") from e
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = []
+    for c in model.operatorCodes or []:
+        code = max(c.builtinCode, c.deprecatedBuiltinCode)
+        name = builtin.get(code, str(code))
+        codes.append(f"custom:{c.customCode.decode(errors='replace')}" if name == "CUSTOM" and c.customCode else name)
+    ops: Counter = Counter()
+    tensors = params = 0
+    sparse: list[str] = []
+    buffers = model.buffers or []
+    for g in model.subgraphs or []:
+        ops.update(codes[op.opcodeIndex] for op in g.operators or [])
+        tensors += len(g.tensors or [])
+        # int32 constants are shapes, except the bias (third input) of quantized conv/dense layers
+        biases = {int(op.inputs[2]) for op in g.operators or []
+                  if codes[op.opcodeIndex] in _BIASED_OPS and op.inputs is not None and len(op.inputs) > 2}
+        for i, t in enumerate(g.tensors or []):
+            b = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+            stored = b is not None and ((b.data is not None and len(b.data)) or b.size)
+            kind = types.get(t.type, "")
+            if stored and t.shape is not None and len(t.shape) and (
+                    kind.startswith(("float", "bfloat")) or kind in ("int8", "uint8") or (kind == "int32" and i in biases)):
+                params += int(np.prod(t.shape))
+            if t.sparsity is not None:
+                sparse.append(_text(t.name))
+
+    def spec(t) -> TensorSpec:
+        dims = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) else t.shape
+        shape = tuple(None if int(d) < 0 else int(d) for d in (dims if dims is not None else ()))
+        return TensorSpec(_text(t.name), shape, _TFLITE_DTYPES.get(types.get(t.type, ""), types.get(t.type, "?")))
+
+    main = (model.subgraphs or [None])[0]
+    return {
+        "ops": ops,
+        "inputs": tuple(spec(main.tensors[i]) for i in main.inputs) if main is not None and main.inputs is not None else (),
+        "outputs": tuple(spec(main.tensors[i]) for i in main.outputs) if main is not None and main.outputs is not None else (),
+        "signatures": [_text(s.signatureKey) for s in model.signatureDefs or []],
+        "subgraphs": len(model.subgraphs or []),
+        "tensors": tensors,
+        "parameters": params,
+        "sparse_tensors": sparse,
+    }
+
+
+_TFLITE_DTYPES = {"float32": "float32", "float16": "float16", "int32": "int32", "uint8": "uint8", "int64": "int64",
+                  "string": "str", "bool": "bool", "int16": "int16", "int8": "int8", "float64": "float64"}
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
 
 
 def litert_ops(interp) -> list[dict[str, Any]]:
@@ -126,24 +211,23 @@ _BIASED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D"}
 
 
 def _tflite_facts(path: Path) -> dict[str, Any]:
-    interp = litert_interpreter(path)
-    op_details = litert_ops(interp)
-    ops = Counter(op["op_name"] for op in op_details)
-    produced = {int(i) for op in op_details for i in op["outputs"]}
-    # int32 constants are shapes, except the bias (third input) of quantized conv/dense layers.
-    biases = {int(op["inputs"][2]) for op in op_details
-              if op["op_name"] in _BIASED_OPS and len(op["inputs"]) > 2 and int(op["inputs"][2]) >= 0}
-    inputs = {d["index"] for d in interp.get_input_details()}
-    params = 0
-    for t in interp.get_tensor_details():
-        if t["index"] in produced or t["index"] in inputs:
-            continue
-        shape, kind = t.get("shape"), np.dtype(t["dtype"])
-        if shape is None or not len(shape):
-            continue
-        if kind.kind == "f" or kind in (np.int8, np.uint8) or (kind == np.int32 and t["index"] in biases):
-            params += int(np.prod(shape))
-    return {"parameters": params, "ops": ops, "signatures": list(interp.get_signature_list())}
+    """Read from the flatbuffer, so a model LiteRT cannot run (custom ops, resizable inputs) is still described;
+    `runs_on_litert` says whether the stock runtime loads it."""
+    flat = read_flatbuffer(path)
+    facts = {"parameters": flat["parameters"], "ops": flat["ops"], "signatures": flat["signatures"],
+             "tensors": flat["tensors"], "subgraphs": flat["subgraphs"]}
+    custom = sorted(op.split(":", 1)[1] for op in flat["ops"] if op.startswith("custom:"))
+    if custom:
+        facts["custom_ops"] = custom
+    if flat["sparse_tensors"]:
+        facts["sparse_tensors"] = len(flat["sparse_tensors"])
+    try:
+        litert_interpreter(path)
+        facts["runs_on_litert"] = True
+    except BadInput as e:
+        facts["runs_on_litert"] = False
+        facts["litert_error"] = e.message
+    return facts
 
 
 _TFLITE_WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
@@ -177,7 +261,15 @@ def _tflite_tensors(path: Path) -> list[dict[str, Any]]:
 
 
 def _tflite_open(path: Path, trusted: bool, max_bytes: int | None = None) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    _, inputs, outputs = tflite_signature(litert_interpreter(path))
+    """The signature from LiteRT (its signature runner's names), else from the flatbuffer when LiteRT refuses the
+    file but the flatbuffer reads (custom ops): what runs it then fails with the reason, not opening it."""
+    try:
+        _, inputs, outputs = tflite_signature(litert_interpreter(path))
+    except BadInput:
+        flat = read_flatbuffer(path)  # raises its own BadInput when the file is not a readable flatbuffer
+        if not flat["inputs"] and not flat["outputs"]:
+            raise
+        return flat["inputs"], flat["outputs"]
     return inputs, outputs
 
 
