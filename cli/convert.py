@@ -56,13 +56,14 @@ def convert_cli(
     data: DataOpt = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Parity tolerance: max abs error <= tol * max(1, max|ref|).")] = 1e-4,
     input_shape: InputShapeOpt = None,
+    tflite_select_ops: Annotated[bool, typer.Option("--tflite-select-ops", help="TFLite: keep ops TFLite lacks as TensorFlow ops (last route). The model then needs the Flex delegate at run time.")] = False,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Convert a model to SavedModel (TF Serving layout), ONNX and TFLite, and check each against the source."""
     targets = parse_targets(to)
     with progress("converting", quiet=json_out) as on_stage:
-        report = convert(model, targets, out_dir, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, opset=opset, name=name, data=data, force=force, tolerance=tolerance,
+        report = convert(model, targets, out_dir, input_shapes=parse_input_shapes(input_shape), tflite_select_ops=tflite_select_ops, trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, opset=opset, name=name, data=data, force=force, tolerance=tolerance,
                          on_stage=on_stage)
     if json_out:
         emit_json(report.to_dict())

@@ -6,6 +6,8 @@ input names and whose outputs are a dict keyed by the model's output names, so e
 """
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import shutil
 import tempfile
@@ -29,6 +31,25 @@ from mdeploy.passes.core.pipeline import Context, pass_params
 
 DEFAULT_OPSET = 17
 STANDARD_ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+
+
+# --------------------------------------------------------------------------- rewrites tf2onnx lacks
+
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """Erfc(x) = 1 - Erf(x): Keras 3's exact gelu emits Erfc, which tf2onnx has no handler for (ConvNeXt)."""
+    import numpy as np
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    node.type = "Sub"
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    return node
+
+
+# tf op -> (handler, args), for every tf2onnx call: what an expert adds by hand when tf2onnx lacks an op
+OP_REWRITES = {"Erfc": (_erfc_as_one_minus_erf, [])}
 
 
 # --------------------------------------------------------------------------- the serving function
@@ -248,12 +269,12 @@ class ToOnnx:
             return
         serve, _module = serving_function(artifact)
         yield "concrete-function", lambda: tf2onnx.convert.from_function(
-            serve, input_signature=serve.input_signature, opset=self.opset)[0]
+            serve, input_signature=serve.input_signature, opset=self.opset, custom_op_handlers=dict(OP_REWRITES))[0]
         if artifact.format == "keras":
             tf = import_tf()
             specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
             yield "keras", lambda: tf2onnx.convert.from_keras(load_keras_model(artifact.path, trusted=artifact.trusted), input_signature=specs,
-                                                               opset=self.opset)[0]
+                                                               opset=self.opset, custom_op_handlers=dict(OP_REWRITES))[0]
         yield "frozen-graph", lambda: self._from_frozen_graph(serve, tf2onnx)
 
     def _from_tflite(self, artifact: Artifact, tf2onnx):
@@ -277,7 +298,8 @@ class ToOnnx:
         graph_def = frozen.graph.as_graph_def()
         inputs = [t.name for t in frozen.inputs if t.dtype.name != "resource"]
         outputs = [t.name for t in frozen.outputs]
-        return tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=self.opset)[0]
+        return tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=self.opset,
+                                              custom_op_handlers=dict(OP_REWRITES))[0]
 
 
 # --------------------------------------------------------------------------- TFLite
@@ -300,7 +322,7 @@ def tflite_converter(artifact: Artifact, workdir: Path):
                                                     signature_keys=["serving_default"])
 
 
-def write_tflite(converter, final: Path, force: bool, verify=None) -> None:
+def write_tflite(converter, final: Path, force: bool, verify=None, check_runtime: bool = True) -> None:
     """Run the converter, check LiteRT loads the result, then publish it atomically.
 
     `verify(tmp_path)`, when given, runs after the load check and before publishing (quantize runs the model once).
@@ -322,27 +344,66 @@ def write_tflite(converter, final: Path, force: bool, verify=None) -> None:
                          "run with --debug for the converter's full message") from e
     with atomic_output(final, force) as tmp:
         tmp.write_bytes(flatbuffer)
-        load_runner("tflite", tmp)  # never publish what LiteRT cannot load
+        if check_runtime:
+            load_runner("tflite", tmp)  # never publish what LiteRT cannot load
         if verify is not None:
             verify(tmp)
 
 
 @dataclass(frozen=True)
 class ToTflite:
-    """Keras or SavedModel -> float32 TFLite through the TFLite converter."""
+    """Keras or SavedModel -> float32 TFLite through the TFLite converter.
+
+    When the converter cannot lower an op with a dynamic batch (Keras LSTM/GRU: `TensorListReserve` needs a
+    static element shape), the model is converted again with a fixed batch of 1, which LiteRT runs one sample
+    at a time. select_tf_ops: as a last route, keep what TFLite lacks as TensorFlow ops (SELECT_TF_OPS); such a
+    model needs the Flex delegate at run time (the stock LiteRT runtime cannot load it), which the report says.
+    """
 
     name: ClassVar[str] = "convert.tflite"
+    failure_hint: ClassVar[str] = "run with --debug for the converter's full message"
     accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel")
     produces: ClassVar[str] = "tflite"
     file_name: str = "model.tflite"
+    select_tf_ops: bool = False
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
         final = Path(ctx.out_dir) / "tflite" / self.file_name
-        workdir = Path(tempfile.mkdtemp(prefix="mdeploy-tflite-"))
-        try:
-            write_tflite(tflite_converter(artifact, workdir), final, ctx.force)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        route, first = "builtins", None
+        for route, source, select in self._routes(artifact):
+            workdir = Path(tempfile.mkdtemp(prefix="mdeploy-tflite-"))
+            try:
+                converter = tflite_converter(source, workdir)
+                if select:
+                    tf = import_tf()
+                    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+                    converter._experimental_lower_tensor_list_ops = False  # noqa: SLF001 - the converter's documented advice
+                write_tflite(converter, final, ctx.force, check_runtime=not select)
+                break
+            except PassFailed as e:
+                first = first or e
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            assert first is not None
+            if not self.select_tf_ops and "SELECT_TF_OPS" in str(first.__cause__ or ""):
+                raise PassFailed(first.message, "--tflite-select-ops keeps those ops as TensorFlow ops (the model then "
+                                                "needs the Flex delegate at run time)") from first
+            raise first
+        notes = {"fixed-batch-1": "converted with a fixed batch of 1 (the converter needs static shapes for the "
+                                  "recurrent layers); LiteRT runs it one sample at a time",
+                 "select-tf-ops": "kept TensorFlow ops (SELECT_TF_OPS): this model needs the Flex delegate at run time; "
+                                  "the stock LiteRT runtime cannot load it"}
+        if route in notes:
+            ctx.warn(f"tflite: {notes[route]}")
         return artifact.derive(format="tflite", path=final, name="tflite", precision="float32",
-                               produced_by={"pass": self.name, "params": pass_params(self)})
+                               produced_by={"pass": self.name, "params": pass_params(self)}, tflite_route=route,
+                               **({"runtime": "needs the TensorFlow Flex delegate"} if route == "select-tf-ops" else {}))
 
+    def _routes(self, artifact: Artifact):
+        yield "builtins", artifact, False
+        if artifact.inputs and all(t.shape and t.shape[0] is None for t in artifact.inputs):
+            one = tuple(dataclasses.replace(t, shape=(1, *t.shape[1:])) for t in artifact.inputs)
+            yield "fixed-batch-1", dataclasses.replace(artifact, inputs=one), False
+        if self.select_tf_ops:
+            yield "select-tf-ops", artifact, True

@@ -20,10 +20,32 @@ def litert_interpreter(path: Path, threads: int | None = None):
     try:
         with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
             interp = Interpreter(model_path=str(path), num_threads=threads or None)
-            interp.allocate_tensors()
+            try:
+                interp.allocate_tensors()
+            except Exception:
+                # dynamic dims are 1 until resized, too small for a valid convolution: allocate at the shapes
+                # generated inputs would have (every run resizes to its feeds anyway)
+                if not _resize_dynamic_inputs(interp):
+                    raise
+                interp.allocate_tensors()
     except Exception as e:
         raise refusal(path, e) from e
     return interp
+
+
+def _resize_dynamic_inputs(interp) -> bool:
+    from mdeploy.calibration.shapes import generated_shape
+
+    resized = False
+    sizes: dict[str, int] = {}
+    for d in interp.get_input_details():
+        sig = d.get("shape_signature")
+        if sig is None or not any(int(x) < 0 for x in sig):
+            continue
+        spec = TensorSpec(d["name"], tuple(None if int(x) < 0 else int(x) for x in sig), dtype_name(d["dtype"]))
+        interp.resize_tensor_input(d["index"], list(generated_shape(spec, 1, sizes)), strict=False)
+        resized = True
+    return resized
 
 
 def refusal(path: Path, e: BaseException) -> BadInput:

@@ -29,7 +29,7 @@ def parse_targets(text: str) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
-def conversion_passes(source: Artifact, targets: list[str], *, name: str, opset: int) -> list:
+def conversion_passes(source: Artifact, targets: list[str], *, name: str, opset: int, tflite_select_ops: bool = False) -> list:
     """The conversion pass for each target, refusing what makes no sense for this source."""
 
     if source.format == "onnx":
@@ -38,7 +38,7 @@ def conversion_passes(source: Artifact, targets: list[str], *, name: str, opset:
     if source.format == "tflite" and targets != ["onnx"]:
         raise BadInput(f"a TFLite model can only be converted to onnx (asked for: {','.join(targets)})",
                        "pass --to onnx")
-    made = {"savedmodel": lambda: ToSavedModel(model_name=name), "onnx": lambda: ToOnnx(opset=opset), "tflite": ToTflite}
+    made = {"savedmodel": lambda: ToSavedModel(model_name=name), "onnx": lambda: ToOnnx(opset=opset), "tflite": lambda: ToTflite(select_tf_ops=tflite_select_ops)}
     return [made[t]() for t in targets]
 
 
@@ -51,7 +51,7 @@ def planned_outputs(passes: list, out_dir: Path, name: str) -> list[Path]:
 def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None = None, name: str | None = None,
             data: str | None = None, force: bool = False, tolerance: float | None = None, on_stage=None,
             trusted: bool = False, max_bytes: int | None = None,
-                 input_shapes: InputShapes = ()) -> Report:
+                 input_shapes: InputShapes = (), tflite_select_ops: bool = False) -> Report:
     """Convert `model` to each target, check parity of each artifact against the source, and write report.json."""
 
     stage = on_stage or (lambda text: None)
@@ -59,7 +59,7 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
     check_opset(opset or DEFAULT_OPSET)
     stage("loading the model")
     source = with_input_shapes(open_artifact(model, trusted=trusted, max_bytes=max_bytes), input_shapes)
-    passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET)
+    passes = conversion_passes(source, targets, name=name, opset=opset or DEFAULT_OPSET, tflite_select_ops=tflite_select_ops)
     for path in planned_outputs(passes, out_dir, name):
         ensure_writable(path, force)  # fail before any work, not after the first artifact
     with outdir_lock(out_dir):  # taken once the input is known to be good, so a refused input writes nothing
@@ -84,6 +84,11 @@ def convert(model: Path, targets: list[str], out_dir: Path, *, opset: int | None
             stage(f"parity check: {artifact.name}")
             t0 = time.perf_counter()
             record = artifact_record(artifact, out_dir)
+            if artifact.meta.get("tflite_route") == "select-tf-ops":  # LiteRT cannot run Flex ops: nothing to measure
+                steps[-1].note = "parity not checked: the model needs the Flex delegate, which LiteRT lacks"
+                report.add_artifact(record)
+                report.add_steps(steps)
+                continue
             record.checks = Checks.from_dict({**parity_check(reference, artifact, feeds, PARITY_TOLERANCE if tolerance is None else tolerance),
                                               "inputs": feeds_desc})
             steps[-1].note = f"parity {'passed' if record.checks.passed else 'FAILED'} in {time.perf_counter() - t0:.2f}s"
