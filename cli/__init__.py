@@ -51,6 +51,7 @@ def _root(
     version_: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (also accepted after the command).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let TensorFlow's own logging through (also after the command).")] = False,
+    custom_objects: Annotated[list[str] | None, typer.Option("--custom-objects", help="MODULE[:Name,...] (repeatable): import MODULE (this runs its code) and give Keras its custom classes (the named ones, else every Keras class it defines or registers).")] = None,
     unsafe_keras: Annotated[bool, typer.Option("--unsafe-keras", help=f"Turn Keras safe_mode off to load Lambda layers (or set {_common.UNSAFE_KERAS_ENV}=1): runs code from the model file; only for files you trust. Either one prints a warning.")] = False,
     max_model_bytes: Annotated[str | None, typer.Option(_common.MAX_MODEL_BYTES_FLAG, help="Refuse a model that would take more than this to hold (e.g. 20GB): file, inflated .keras, ONNX external data. [default: half the available memory, at most 16 GB]")] = None,
 ) -> None:
@@ -95,6 +96,8 @@ def run(argv: list[str] | None = None) -> int:
     if argv and argv[0] not in ("report", "zoo-merge"):
         _common.warn_code_data(_common.data_specs_in(argv))
     die_with_parent()  # a zoo's model process ends with its zoo, however the zoo ends
+    if options.custom_objects and argv and argv[0] not in ("report", "zoo-merge"):
+        _common.warn(f"--custom-objects imports {', '.join(o.split(':')[0] for o in options.custom_objects)}: that runs its code")
     try:
         with terminate_as_interrupt():
             rv = app(argv, prog_name="mdeploy", standalone_mode=False, obj=options)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from mdeploy.calibration.batches import CALLABLE_SPEC
+from mdeploy.passes.core.artifact import Trust
 
 # stdout carries only machine output (--json) or the final table; everything else goes to stderr.
 # Piped output (CI logs) gets room for the comparison table instead of rich's 80-column default.
@@ -50,25 +51,36 @@ class GlobalOptions:
     verbose: bool = False
     unsafe_keras: bool = False  # --unsafe-keras or MDEPLOY_UNSAFE_KERAS=1: Keras safe_mode off for the models given
     max_model_bytes: int | None = None  # --max-model-bytes: None = limits.default_max_model_bytes()
+    custom_objects: tuple[str, ...] = ()  # --custom-objects module[:Name,...] (repeatable): imported, so it runs
+
+    @property
+    def trust(self) -> Trust:
+        return Trust(self.unsafe_keras, self.custom_objects)
 
     @classmethod
     def from_argv(cls, argv: list[str], environ: dict[str, str]) -> tuple[GlobalOptions, list[str]]:
         flags = {"--debug": "debug", "--verbose": "verbose", "--unsafe-keras": "unsafe_keras"}
         found = {flags[a] for a in argv if a in flags}
-        rest, max_bytes, i = [], None, 0
+        rest, max_bytes, i, custom = [], None, 0, []
         while i < len(argv):
             arg = argv[i]
             if arg == MAX_MODEL_BYTES_FLAG and i + 1 < len(argv):
                 max_bytes, i = parse_bytes(argv[i + 1]), i + 2
                 continue
-            if arg.startswith(MAX_MODEL_BYTES_FLAG + "="):
+            if arg == "--custom-objects" and i + 1 < len(argv):  # MODULE[:Name,...], repeatable, anywhere
+                custom.append(argv[i + 1])
+                i += 2
+                continue
+            if arg.startswith("--custom-objects="):
+                custom.append(arg.split("=", 1)[1])
+            elif arg.startswith(MAX_MODEL_BYTES_FLAG + "="):
                 max_bytes = parse_bytes(arg.split("=", 1)[1])
             elif arg not in flags:
                 rest.append(arg)
             i += 1
         options = cls(debug="debug" in found, verbose="verbose" in found,
                       unsafe_keras="unsafe_keras" in found or environ.get(UNSAFE_KERAS_ENV) == "1",
-                      max_model_bytes=max_bytes)
+                      max_model_bytes=max_bytes, custom_objects=tuple(custom))
         return options, rest
 
 

@@ -49,7 +49,7 @@ def bench_cli(
 ) -> None:
     """Measure latency p50/p90/p99, throughput, load time and peak memory, each model in its own process."""
     with progress("benchmarking", quiet=json_out) as on_stage:
-        results = bench_models(models, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, batch=batch, threads=threads, warmup=warmup, runs=runs, out_dir=out_dir,
+        results = bench_models(models, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, batch=batch, threads=threads, warmup=warmup, runs=runs, out_dir=out_dir,
                                on_stage=on_stage)
     if json_out:
         emit_json(results)

@@ -63,7 +63,7 @@ def convert_cli(
     """Convert a model to SavedModel (TF Serving layout), ONNX and TFLite, and check each against the source."""
     targets = parse_targets(to)
     with progress("converting", quiet=json_out) as on_stage:
-        report = convert(model, targets, out_dir, input_shapes=parse_input_shapes(input_shape), tflite_select_ops=tflite_select_ops, trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, opset=opset, name=name, data=data, force=force, tolerance=tolerance,
+        report = convert(model, targets, out_dir, input_shapes=parse_input_shapes(input_shape), tflite_select_ops=tflite_select_ops, trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, opset=opset, name=name, data=data, force=force, tolerance=tolerance,
                          on_stage=on_stage)
     if json_out:
         emit_json(report.to_dict())

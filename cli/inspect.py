@@ -44,7 +44,7 @@ def render(info: dict[str, Any]) -> None:
 
 def inspect_cli(ctx: typer.Context, model: ModelArg, json_out: JsonOpt = False) -> None:
     """Show a model's format, inputs and outputs, size, parameter count and top ops."""
-    info = inspect_model(model, trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes)
+    info = inspect_model(model, trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes)
     if json_out:
         emit_json(info)
     else:

@@ -88,7 +88,7 @@ def optimize_cli(
         base = with_fp16(base)
     with progress("optimizing", quiet=json_out) as on_stage:
         options = global_options(ctx)
-        report = optimize(model, out_dir, base, force=force, on_stage=on_stage, trusted=options.unsafe_keras, max_bytes=options.max_model_bytes,
+        report = optimize(model, out_dir, base, force=force, on_stage=on_stage, trusted=options.trust, max_bytes=options.max_model_bytes,
                           verbose=options.verbose)
     if json_out:
         emit_json(report.to_dict())

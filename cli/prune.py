@@ -78,7 +78,7 @@ def prune_cli(
 ) -> None:
     """Zero the smallest weights of a Keras or ONNX model; report target vs achieved sparsity, sizes and accuracy."""
     with progress("pruning", quiet=json_out) as on_stage:
-        report = prune(model, sparsity, out_dir, trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, scope=scope, exclude=tuple(exclude or ()), prune_first_last=prune_first_last,
+        report = prune(model, sparsity, out_dir, trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, scope=scope, exclude=tuple(exclude or ()), prune_first_last=prune_first_last,
                        pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,
                        learning_rate=learning_rate, loss=loss, metric=metric, initial_sparsity=initial_sparsity,
                        begin_step=begin_step, end_step=end_step, frequency=frequency, data=data, force=force,

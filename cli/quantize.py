@@ -112,7 +112,7 @@ def quantize_cli(
     image = image_options(image_size, image_scale or "1/255", image_mean, image_std, image_layout or "auto",
                           image_color or "auto")
     with progress("quantizing", quiet=json_out) as on_stage:
-        report = quantize(model, to.lower(), mode.lower(), out_dir, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes,
+        report = quantize(model, to.lower(), mode.lower(), out_dir, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes,
                           calibration=calibration, validation=validation,
                           samples=samples, method=method.lower(), format=quant_format.lower(), per_channel=not per_tensor,
                           exclude=_split(exclude), io=io.lower(), activations=activations.lower(), image=image, opset=opset,

@@ -92,7 +92,7 @@ def validate_cli(
     """Compare candidates with a reference on the same data; exit 1 when one breaks a threshold."""
     bounds = thresholds(max_accuracy_drop, min_agreement, min_sqnr, max_abs_error, max_rel_error)
     with progress("validating", quiet=json_out):
-        result = validate_models(reference, candidates, data, bounds, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).unsafe_keras, max_bytes=global_options(ctx).max_model_bytes, out_dir=out_dir, batch_size=batch_size,
+        result = validate_models(reference, candidates, data, bounds, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, out_dir=out_dir, batch_size=batch_size,
                                  limit=limit, threads=threads)
     if json_out:
         emit_json(result.to_dict())

@@ -1,6 +1,7 @@
 """The TensorFlow backend (keras and savedmodel): load, signature, run, facts and prunable weights."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,31 +11,104 @@ import numpy as np
 
 from mdeploy.passes.backends.runner import Backend, Feeds, Runner, dtype_name, weight_record
 from mdeploy.passes.backends.tf_env import import_keras, import_tf
-from mdeploy.passes.core.artifact import TensorSpec
+from mdeploy.passes.core.artifact import TensorSpec, Trust
 from mdeploy.passes.core.errors import BadInput, first_line
 
 
-def load_keras_model(path: Path, *, trusted: bool = False):
-    """Load a Keras model with safe_mode on, unless the user vouched for the file's code (`trusted`, --unsafe-keras)."""
+def load_keras_model(path: Path, *, trusted: bool | Trust = False):
+    """Load a Keras model with safe_mode on, unless the user vouched for the file's code (`trusted`, --unsafe-keras);
+    with the classes of the --custom-objects modules the Trust carries (importing them runs them)."""
     keras = import_keras()
+    custom = custom_objects(trusted.custom_objects) if isinstance(trusted, Trust) else {}
     try:
-        return keras.saving.load_model(str(path), compile=False, safe_mode=not trusted)
+        return keras.saving.load_model(str(path), compile=False, safe_mode=not trusted, custom_objects=custom or None)
     except ValueError as e:
         if "safe_mode" in str(e) or "unsafe" in str(e).lower():
             raise BadInput(f"{path}: the model contains code (a Lambda layer or similar) that Keras safe_mode refuses to load",
                            "if you trust this file, pass --unsafe-keras") from e
-        raise BadInput(f"{path}: not a loadable Keras model ({first_line(e)})",
-                       "re-save it with model.save() from Keras 3, or check the file is complete") from e
+        raise _load_failure(path, e) from e
     except Exception as e:  # h5py/zip/json errors all mean the same thing to a user
-        raise BadInput(f"{path}: not a loadable Keras model ({first_line(e)})",
-                       "re-save it with model.save() from Keras 3, or check the file is complete") from e
+        raise _load_failure(path, e) from e
+
+
+def _load_failure(path: Path, e: Exception) -> BadInput:
+    text = str(e)
+    missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if missing:
+        return BadInput(f"{path}: the model uses the custom class '{missing.group(1)}', which Keras cannot find",
+                        f"pass --custom-objects MODULE:{missing.group(1)} with the module that defines it "
+                        "(importing it runs its code)")
+    if "subclass" in text.lower() and "from_config" in text:
+        return BadInput(f"{path}: a subclassed Keras model that cannot be rebuilt from its config ({first_line(e)})",
+                        "give its class with --custom-objects MODULE:Name (with get_config/from_config), or save a "
+                        "functional model or model.export() a SavedModel and pass that")
+    return BadInput(f"{path}: not a loadable Keras model ({first_line(e)})",
+                    "re-save it with model.save() from Keras 3, or check the file is complete")
+
+
+def custom_objects(specs: tuple[str, ...]) -> dict[str, Any]:
+    """`module[:Name,...]` -> {name: object}: the named attributes, else every Keras class the module defines."""
+    import importlib
+    import inspect as pyinspect
+
+    from mdeploy.calibration.files import import_user_module
+
+    keras = import_keras()
+    found: dict[str, Any] = {}
+    for spec in specs:
+        module_name, _, names = spec.partition(":")
+        try:
+            module = import_user_module(module_name)
+        except ImportError as e:
+            raise BadInput(f"--custom-objects {spec}: cannot import {module_name} ({first_line(e)})",
+                           "give an importable module (a .py file in the working directory, or an installed package)") from e
+        if names:
+            for name in (n.strip() for n in names.split(",") if n.strip()):
+                if not hasattr(module, name):
+                    raise BadInput(f"--custom-objects {spec}: {module_name} has no '{name}'",
+                                   f"names defined there: {', '.join(n for n in dir(module) if not n.startswith('_'))}")
+                found[name] = getattr(module, name)
+        else:
+            for name, obj in vars(module).items():
+                if pyinspect.isclass(obj) and issubclass(obj, (keras.layers.Layer, keras.losses.Loss)):
+                    found[name] = obj
+        importlib.invalidate_caches()
+    return found
 
 
 def keras_signature(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    if not _has_graph(model):
+        return _traced_signature(model)
     inputs = tuple(TensorSpec(_keras_tensor_name(t, i, "input"), tuple(t.shape), dtype_name(t.dtype))
                    for i, t in enumerate(model.inputs))
     names = keras_output_names(model)
     outputs = tuple(TensorSpec(n, tuple(t.shape), dtype_name(t.dtype)) for n, t in zip(names, model.outputs))
+    return inputs, outputs
+
+
+def _has_graph(model) -> bool:
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def _traced_signature(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """A subclassed model has no input tensors: its signature comes from the input shape it was built with (saved in
+    the file) and the outputs of one symbolic call."""
+    keras = import_keras()
+    build = (model.get_build_config() or {}) if hasattr(model, "get_build_config") else {}
+    shape = build.get("input_shape")
+    if shape is None or not isinstance(shape, (list, tuple)) or (shape and isinstance(shape[0], (list, tuple, dict))):
+        raise BadInput("a subclassed Keras model without a single recorded input shape: its inputs cannot be traced",
+                       "call the model once on an input before model.save(), or save a functional model or model.export() "
+                       "a SavedModel and pass that")
+    spec = keras.KerasTensor(tuple(shape), dtype="float32")
+    out = model.compute_output_spec(spec)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    inputs = (TensorSpec("input", tuple(shape), "float32"),)
+    outputs = tuple(TensorSpec(f"output_{i}" if len(outs) > 1 else "output_0", tuple(o.shape), dtype_name(o.dtype))
+                    for i, o in enumerate(outs))
     return inputs, outputs
 
 

@@ -48,6 +48,19 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class Trust:
+    """What the user allows a model's own code to do, as it travels with the Artifact: `unsafe_keras` turns Keras
+    safe_mode off (Lambda layers); `custom_objects` are modules (`module[:Name,...]`) imported, which runs them,
+    to give Keras a file's custom classes. Truthy exactly when safe_mode is off, like the bool it extends."""
+
+    unsafe_keras: bool = False
+    custom_objects: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.unsafe_keras
+
+
+@dataclass(frozen=True)
 class Artifact:
     """A model in one format at one path. `meta` is free-form but its known keys are:
 
@@ -64,7 +77,7 @@ class Artifact:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # The user vouched for this model's code (--unsafe-keras): Keras may load it with safe_mode off. The permission
     # travels with the artifact and everything derived from it, never through a module global.
-    trusted: bool = field(default=False, compare=False)
+    trusted: bool | Trust = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         # No two artifacts (nor a report record) ever share a mutable meta dict.
