@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mdeploy.cli._common import (
+    InputShapeOpt,
     ForceOpt,
     ImageColorOpt,
     ImageLayoutOpt,
@@ -45,6 +46,7 @@ def optimize_cli(
     target: Annotated[str | None, typer.Option("--target", help="cloud (SavedModel+ONNX), edge (TFLite) or all. [default: all]")] = None,
     calibration: Annotated[str | None, typer.Option("--calibration", help="Calibration data for int8: .npz, .csv, a directory of .npy/images, module:function, or `random`.")] = None,
     validation: Annotated[str | None, typer.Option("--validation", help="Held-out data (with labels for accuracy) every artifact is validated on.")] = None,
+    input_shape: InputShapeOpt = None,
     sparsity: Annotated[float | None, typer.Option("--sparsity", help="Magnitude-prune the Keras model to this sparsity before quantizing.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="TOML recipe; flags given on the command line override it.")] = None,
     max_accuracy_drop: MaxAccuracyDropOpt = None,
@@ -69,7 +71,7 @@ def optimize_cli(
 ) -> None:
     """Convert, simplify, quantize (and prune), validate, bench and report, in one verified pipeline."""
 
-    overrides = {"target": target, "calibration": calibration, "validation": validation, "prune.sparsity": sparsity,
+    overrides = {"input_shapes": tuple(input_shape) if input_shape else None, "target": target, "calibration": calibration, "validation": validation, "prune.sparsity": sparsity,
                  "validate.max_accuracy_drop": max_accuracy_drop, "validate.min_agreement": min_agreement,
                  "validate.min_sqnr": min_sqnr, "validate.max_abs_error": max_abs_error,
                  "validate.max_rel_error": max_rel_error, "validate.strict": strict or None, "jobs": jobs,

@@ -7,7 +7,6 @@ input names and whose outputs are a dict keyed by the model's output names, so e
 from __future__ import annotations
 
 import dataclasses
-
 import re
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from mdeploy.passes.backends import artifact_runner, load_runner, run_batched
-from mdeploy.passes.backends.litert import litert_interpreter
+from mdeploy.passes.backends.litert import litert_interpreter, read_flatbuffer
 from mdeploy.passes.backends.onnxruntime import onnx_session
 from mdeploy.passes.backends.tensorflow import load_keras_model, load_savedmodel, savedmodel_signature
 from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
@@ -238,6 +237,8 @@ class ToOnnx:
             for route, convert in self._routes(artifact, tf2onnx):
                 try:
                     model_proto = convert()
+                except PassFailed:
+                    raise  # a route that knows the cause (sparse TFLite weights) says it
                 except Exception as e:  # noqa: BLE001 - a route failing is expected; the next one may work
                     env = environment_error(e)
                     if env is not None:  # a full or read-only disk fails every route alike
@@ -258,7 +259,7 @@ class ToOnnx:
                     raise PassFailed(f"tf2onnx cannot convert this model to ONNX: {unsupported}",
                                      "replace the named op(s) in the model, or try another --opset (tf2onnx supports up to 18)")
                 raise PassFailed(f"tf2onnx could not produce an ONNX model ONNX Runtime can load: {'; '.join(problems)}",
-                                 "try another --opset (tf2onnx supports up to 18); --debug shows each route's failure")
+                                 "each route's failure is listed above; try another --opset (tf2onnx supports up to 18)")
         return artifact.derive(format="onnx", path=final, name="onnx", precision="float32",
                                produced_by={"pass": self.name, "params": pass_params(self)}, onnx_route=route,
                                opset=self.opset)
@@ -287,7 +288,16 @@ class ToOnnx:
             runner = interp.get_signature_runner("serving_default" if "serving_default" in sigs else sorted(sigs)[0])
             for details in (runner.get_input_details(), runner.get_output_details()):
                 renames.update({d["name"]: key for key, d in details.items()})
-        model_proto = tf2onnx.convert.from_tflite(str(artifact.path), opset=self.opset)[0]
+        try:
+            model_proto = tf2onnx.convert.from_tflite(str(artifact.path), opset=self.opset)[0]
+        except Exception as e:
+            sparse = read_flatbuffer(artifact.path)["sparse_tensors"]
+            if sparse:  # tf2onnx reads a sparse buffer as if it were dense: the reshape fails
+                raise PassFailed(f"tf2onnx cannot read sparse TFLite weights: {len(sparse)} tensor(s) are stored in the "
+                                 f"TFLite sparse format (e.g. {sparse[0]}); {type(e).__name__}: {first_line(e, 120)}",
+                                 "convert from the dense source model (Keras/SavedModel), or re-export the TFLite model "
+                                 "without sparsity") from e
+            raise
         rename_graph_io(model_proto, renames)
         return model_proto
 

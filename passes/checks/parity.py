@@ -61,7 +61,7 @@ def runnable_inputs(artifact: Artifact) -> tuple[Artifact, str | None]:
                  for t in artifact.inputs}
         try:
             runner(feeds)
-        except Exception:  # noqa: BLE001 - any refusal: try the next length
+        except Exception:  # noqa: BLE001, S112 - any refusal: try the next length
             continue
         if length == DEFAULT_SEQUENCE:
             return artifact, None

@@ -109,8 +109,8 @@ class QuantizeOnnx:
         if self.per_channel:
             if self.mode == "int8":
                 attempts.append((True, {"QDQDisableWeightAdjustForInt32Bias": True},
-                                 "per-channel quantization failed inside onnxruntime ({cause}); quantized per-channel "
-                                 "with QDQDisableWeightAdjustForInt32Bias"))
+                                 ("per-channel quantization failed inside onnxruntime ({cause}); quantized per-channel "
+                                  "with QDQDisableWeightAdjustForInt32Bias")))
             attempts.append((False, {}, "per-channel quantization failed inside onnxruntime ({cause}); quantized per-tensor"))
         return attempts
 

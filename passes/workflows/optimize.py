@@ -15,6 +15,7 @@ from typing import Any
 
 from mdeploy.calibration import open_source
 from mdeploy.calibration.images import image_options as build
+from mdeploy.calibration.shapes import parse_input_shapes, with_input_shapes
 from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.bench import bench
@@ -209,7 +210,8 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
     results = ResultCache(cache_dir)
     t_start = time.perf_counter()
     stage("reading the model")
-    source = open_source_model(Path(model), results, trusted, max_bytes)
+    source = with_input_shapes(open_source_model(Path(model), results, trusted, max_bytes),
+                               parse_input_shapes(recipe.input_shapes))
     if source.format == "onnx" and recipe.target == "all":
         recipe = dataclasses.replace(recipe, target="cloud")  # no TFLite route from ONNX: the default follows the source
     stage("checking the data")

@@ -106,6 +106,7 @@ class Recipe:
     cache: bool = True
     cache_dir: str | None = None
     name: str | None = None
+    input_shapes: tuple[str, ...] = ()  # "NAME:D1,D2,..." (? keeps a dim dynamic), as --input-shape
     prune: PruneSettings = field(default_factory=PruneSettings)
     quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
     validate: ValidateSettings = field(default_factory=ValidateSettings)
