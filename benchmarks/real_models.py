@@ -54,6 +54,7 @@ COMMANDS = {
         ("quantize-int8", ["quantize", "{model}", "--to", "tflite", "--mode", "int8", "--calibration", "random", "-o", "{out}"]),
     ],
 }
+CUSTOM_OBJECT_MODELS = {"keras-custom-layer", "keras-subclassed"}  # classes defined in tests/corpus/build_keras.py
 QUICK_COMMANDS = {"inspect", "convert", "simplify", "quantize-dynamic"}
 # one model per family in --quick
 QUICK_MODELS = {"onnx-resnet50", "silero-vad", "magika", "ppocr-det", "ppocr-cls", "nudenet-yolov8n",
@@ -346,10 +347,12 @@ def run_one(model: Model, label: str, args: list[str], timeout: float, workdir: 
     out = workdir / f"{model.name}--{label}"
     out.mkdir(parents=True, exist_ok=True)
     argv = [a.format(model=model.path, out=out) for a in args]
-    cmd = [sys.executable, "-m", "mdeploy.cli", *argv]
+    # the custom-class models run as a user would after reading the hint: with the module that defines the classes
+    pre = ["--custom-objects", "build_keras"] if model.name in CUSTOM_OBJECT_MODELS else []
+    cmd = [sys.executable, "-m", "mdeploy.cli", *pre, *argv]
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO / "tests" / "corpus" if pre else None,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     except subprocess.TimeoutExpired:
         return Run(model.name, label, "crash", f"timeout after {timeout:.0f} s", None, time.monotonic() - t0, argv)

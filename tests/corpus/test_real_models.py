@@ -30,28 +30,25 @@ CACHE = real_models.corpus_fetch.corpus_dir()
 
 
 def bug(reason: str):
-    return pytest.mark.xfail(strict=True, reason=f"issue 11: {reason}")
+    return pytest.mark.xfail(strict=True, reason=f"issue 11: {reason}")  # none left today; kept for the next one
 
-
-NOT_INITIALIZER = bug("quantize needs conv weights as initializers; constant folding first would make them so")
-STATE_DIM = bug("generated inputs set a fixed non-batch dim (state [2,?,128]) to 1, so the quantized model's smoke run fails")
-NORMALIZATION = bug("Normalization mean/variance become ONNX graph inputs (concrete-function route accepted on load); KeyError in parity")
-DYNAMIC_SPATIAL = bug("parity/smoke inputs for (None, None, 3) are 1x1; unexpected InvalidArgumentError")
-INSPECT_TFLITE = bug("inspect needs the interpreter; a TFLite model with a custom op is called corrupt")
 
 CASES = [
     ("onnx-squeezenet", "simplify", "ok", None),
-    ("onnx-squeezenet", "quantize-dynamic", "ok", NOT_INITIALIZER),
+    ("onnx-squeezenet", "quantize-dynamic", "ok", None),  # weights behind nodes: folded to initializers first
     ("ppocr-cls", "simplify", "ok", None),
-    ("ppocr-det", "quantize-dynamic", "ok", NOT_INITIALIZER),
-    ("silero-vad-16k-op15", "quantize-dynamic", "ok", STATE_DIM),
+    ("ppocr-det", "quantize-dynamic", "ok", None),  # weights in Constant nodes
+    ("silero-vad-16k-op15", "quantize-dynamic", "ok", None),  # state [2, batch, 128], scalar sr, sequence probed
     ("magika", "quantize-dynamic", "ok", None),
+    ("magika", "quantize-int8", "ok", None),  # per-channel bias crash inside onnxruntime: retried, said so
     ("mp-face-detection-short", "convert", "ok", None),
-    ("mp-face-detection-full-sparse", "convert", "no-crash", None),
-    ("mp-face-landmark-attention", "inspect", "ok", INSPECT_TFLITE),
+    ("mp-face-detection-full-sparse", "convert", "no-crash", None),  # sparse weights named as the cause
+    ("mp-face-landmark-attention", "inspect", "ok", None),  # custom ops read from the flatbuffer
     ("keras-regressor", "convert", "ok", None),
-    ("keras-normalization", "convert", "no-crash", NORMALIZATION),
-    ("keras-dynamic-cnn", "convert", "no-crash", DYNAMIC_SPATIAL),
+    ("keras-normalization", "convert", "ok", None),
+    ("keras-dynamic-cnn", "convert", "ok", None),  # (None, None, 3): generated inputs are 224x224
+    ("keras-lstm", "convert", "ok", None),  # TFLite through the fixed-batch route
+    ("keras-subclassed", "convert", "ok", None),  # --custom-objects, signature traced from the build shape
 ]
 
 
