@@ -25,6 +25,7 @@ from mdeploy.passes.quantize import PRECISION, check_mode, quantized_file_name, 
 from mdeploy.passes.quantize.onnx_prepare import prepare_for_quantization
 
 FORMATS = ("qdq", "qoperator")
+WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
 METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -103,26 +104,28 @@ class QuantizeOnnx:
         inputs, outputs = onnx_signature(load_onnx_model(final, load_external_data=False))
         return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
 
-    def _attempts(self) -> list[tuple[bool, dict, str | None]]:
-        """(per_channel, extra options, what the report says) in the order an expert would try them."""
-        attempts: list[tuple[bool, dict, str | None]] = [(self.per_channel, {}, None)]
+    def _attempts(self) -> list[tuple[bool, dict, bool, str | None]]:
+        """(per_channel, extra options, weight ops only, what the report says) in the order an expert tries them."""
+        failed = "quantization failed inside onnxruntime ({cause})"
+        attempts: list[tuple[bool, dict, bool, str | None]] = [(self.per_channel, {}, False, None)]
         if self.per_channel:
             if self.mode == "int8":
-                attempts.append((True, {"QDQDisableWeightAdjustForInt32Bias": True},
-                                 ("per-channel quantization failed inside onnxruntime ({cause}); quantized per-channel "
-                                  "with QDQDisableWeightAdjustForInt32Bias")))
-            attempts.append((False, {}, "per-channel quantization failed inside onnxruntime ({cause}); quantized per-tensor"))
+                attempts.append((True, {"QDQDisableWeightAdjustForInt32Bias": True}, False,
+                                 f"per-channel {failed}; quantized per-channel with QDQDisableWeightAdjustForInt32Bias"))
+            attempts.append((False, {}, False, f"per-channel {failed}; quantized per-tensor"))
+        # Gather/Loop-body quantization trips over outer-scope tensors in recurrent graphs (Keras GRU via tf2onnx)
+        attempts.append((False, {}, True, f"{failed}; quantized only the weight ops ({', '.join(WEIGHT_OPS)}) per-tensor"))
         return attempts
 
     def _quantize_with_fallbacks(self, artifact: Artifact, source: Path, work: Path, out: Path, names, types,
                                  ctx: Context) -> tuple[str | None, list[str]]:
         first: Exception | None = None
-        for per_channel, extra, note in self._attempts():
+        for per_channel, extra, weights_only, note in self._attempts():
             try:
                 if self.mode == "dynamic":
-                    self._dynamic(source, out, names, types, per_channel)
+                    self._dynamic(source, out, names, types, per_channel, weights_only)
                 else:
-                    self._static(artifact, source, work, out, names, types, ctx, per_channel, extra)
+                    self._static(artifact, source, work, out, names, types, ctx, per_channel, extra, weights_only)
                 smoke = run_once(out, "onnx", artifact, self.calibration)
             except BadInput:
                 raise
@@ -133,7 +136,7 @@ class QuantizeOnnx:
         assert first is not None
         if isinstance(first, PassFailed):
             raise first
-        raise PassFailed(f"onnxruntime's {self.mode} quantizer failed{' (per-channel and per-tensor)' if self.per_channel else ''}: "
+        raise PassFailed(f"onnxruntime's {self.mode} quantizer failed (every fallback too): "
                          f"{_cause(first)}", "--exclude the op or node named above to keep it in float, or try --mode fp16") from first
     def _exclusions(self, model) -> tuple[list[str], set[str]]:
         """Split --exclude into node names and op types; refuse what is neither, naming it."""
@@ -145,7 +148,9 @@ class QuantizeOnnx:
                            f"op types present: {', '.join(sorted(op_types))}")
         return [e for e in self.exclude if e in node_names], {e for e in self.exclude if e in op_types}
 
-    def _op_types(self, types: set[str], static: bool) -> list[str] | None:
+    def _op_types(self, types: set[str], static: bool, weights_only: bool = False) -> list[str] | None:
+        if weights_only:
+            return [t for t in WEIGHT_OPS if t not in types]
         if not types:
             return None
         from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
@@ -165,14 +170,15 @@ class QuantizeOnnx:
                                              op_block_list=sorted({n.op_type for n in model.graph.node if n.op_type in self.exclude}) or None)
         onnx.save(converted, str(out))
 
-    def _dynamic(self, source: Path, out: Path, names: list[str], types: set[str], per_channel: bool) -> None:
+    def _dynamic(self, source: Path, out: Path, names: list[str], types: set[str], per_channel: bool,
+                 weights_only: bool = False) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(str(source), str(out), per_channel=per_channel, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=names or None, op_types_to_quantize=self._op_types(types, static=False))
+                         nodes_to_exclude=names or None, op_types_to_quantize=self._op_types(types, static=False, weights_only=weights_only))
 
     def _static(self, artifact: Artifact, source: Path, work: Path, out: Path, names: list[str], types: set[str],
-                ctx: Context, per_channel: bool, extra: dict) -> None:
+                ctx: Context, per_channel: bool, extra: dict, weights_only: bool = False) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -201,7 +207,7 @@ class QuantizeOnnx:
                         per_channel=per_channel, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
                         calibrate_method=method, nodes_to_exclude=names or None,
-                        op_types_to_quantize=self._op_types(types, static=True),
+                        op_types_to_quantize=self._op_types(types, static=True, weights_only=weights_only),
                         # a stride of one batch bounds memory (ranges/histograms are merged batch by batch instead
                         # of after holding every batch's activations), and ORT's histogram collector needs
                         # equal-sized batches within a stride
