@@ -113,8 +113,9 @@ class QuantizeOnnx:
                 attempts.append((True, {"QDQDisableWeightAdjustForInt32Bias": True}, False,
                                  f"per-channel {failed}; quantized per-channel with QDQDisableWeightAdjustForInt32Bias"))
             attempts.append((False, {}, False, f"per-channel {failed}; quantized per-tensor"))
-        # Gather/Loop-body quantization trips over outer-scope tensors in recurrent graphs (Keras GRU via tf2onnx)
-        attempts.append((False, {}, True, f"{failed}; quantized only the weight ops ({', '.join(WEIGHT_OPS)}) per-tensor"))
+        if self.mode == "dynamic":  # each static attempt recalibrates; this one is for dynamic's Gather/Loop trouble
+            # Gather/Loop-body quantization trips over outer-scope tensors in recurrent graphs (Keras GRU via tf2onnx)
+            attempts.append((False, {}, True, f"{failed}; quantized only the weight ops ({', '.join(WEIGHT_OPS)}) per-tensor"))
         return attempts
 
     def _quantize_with_fallbacks(self, artifact: Artifact, source: Path, work: Path, out: Path, names, types,
