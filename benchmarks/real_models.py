@@ -182,6 +182,11 @@ def run_tflite(path, feeds_for) -> dict[str, np.ndarray]:
     interp = Interpreter(model_path=str(path))
     sig = tflite_signature(interp)
     feeds = feeds_for(sig)
+    rows = {len(v) for v in feeds.values() if np.ndim(v)}
+    if sig and all(shape and shape[0] == 1 for _, shape, _ in sig) and rows and max(rows) > 1 and len(rows) == 1:
+        # a model converted with a fixed batch of 1 (mdeploy's recurrent route) is run as it declares: a row at a time
+        parts = [run_tflite(path, lambda _sig, i=i: {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(max(rows))]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     details = interp.get_input_details()
     for d in details:
         x = _match_feed(d["name"], feeds, sig)
