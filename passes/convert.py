@@ -360,6 +360,13 @@ def write_tflite(converter, final: Path, force: bool, verify=None, check_runtime
             verify(tmp)
 
 
+def fixed_batch_one(artifact: Artifact) -> Artifact | None:
+    """The artifact with its (dynamic) batch dimension fixed to 1, or None when some input has no dynamic batch."""
+    if not artifact.inputs or not all(t.shape and t.shape[0] is None for t in artifact.inputs):
+        return None
+    return dataclasses.replace(artifact, inputs=tuple(dataclasses.replace(t, shape=(1, *t.shape[1:])) for t in artifact.inputs))
+
+
 @dataclass(frozen=True)
 class ToTflite:
     """Keras or SavedModel -> float32 TFLite through the TFLite converter.
@@ -412,8 +419,8 @@ class ToTflite:
 
     def _routes(self, artifact: Artifact):
         yield "builtins", artifact, False
-        if artifact.inputs and all(t.shape and t.shape[0] is None for t in artifact.inputs):
-            one = tuple(dataclasses.replace(t, shape=(1, *t.shape[1:])) for t in artifact.inputs)
-            yield "fixed-batch-1", dataclasses.replace(artifact, inputs=one), False
+        one = fixed_batch_one(artifact)
+        if one is not None:
+            yield "fixed-batch-1", one, False
         if self.select_tf_ops:
             yield "select-tf-ops", artifact, True
