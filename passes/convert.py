@@ -294,7 +294,7 @@ class ToOnnx:
             sparse = read_flatbuffer(artifact.path)["sparse_tensors"]
             if sparse:  # tf2onnx reads a sparse buffer as if it were dense: the reshape fails
                 raise PassFailed(f"tf2onnx cannot read sparse TFLite weights: {len(sparse)} tensor(s) are stored in the "
-                                 f"TFLite sparse format (e.g. {sparse[0]}); {type(e).__name__}: {first_line(e, 120)}",
+                                 f"TFLite sparse format (e.g. {sparse[0]}); {type(e).__name__}: {last_meaningful_line(e)[:120]}",
                                  "convert from the dense source model (Keras/SavedModel), or re-export the TFLite model "
                                  "without sparsity") from e
             raise
