@@ -104,7 +104,7 @@ def generated_shape(spec: TensorSpec, batch: int, sizes: dict[str, int] | None =
     names = spec.dim_names or ()
     out = []
     for axis, d in enumerate(spec.shape):
-        if d is not None:
+        if d is not None and d > 0:
             out.append(int(d))
             continue
         name = names[axis] if axis < len(names) else None

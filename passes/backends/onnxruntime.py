@@ -40,7 +40,8 @@ def onnx_signature(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
 
     def spec(v) -> TensorSpec:
         t = v.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        # some exporters (paddle2onnx) write -1 for a dynamic dimension instead of leaving it unset
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim)
         names = tuple(d.dim_param or None for d in t.shape.dim)
         return TensorSpec(v.name, dims, _ONNX_ELEM.get(t.elem_type, str(t.elem_type)), names if any(names) else ())
 
