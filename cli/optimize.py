@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from mdeploy.cli._common import (
-    InputShapeOpt,
     ForceOpt,
     ImageColorOpt,
     ImageLayoutOpt,
@@ -15,6 +14,7 @@ from mdeploy.cli._common import (
     ImageScaleOpt,
     ImageSizeOpt,
     ImageStdOpt,
+    InputShapeOpt,
     JsonOpt,
     ModelArg,
     OutDirOpt,

@@ -31,7 +31,6 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.cli._format import fmt_float, human_bytes
-from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.cli.gate_options import (
     MaxAbsErrorOpt,
     MaxAccuracyDropOpt,
@@ -40,6 +39,7 @@ from mdeploy.cli.gate_options import (
     MinSqnrOpt,
     thresholds,
 )
+from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.passes.core.errors import CheckFailed
 from mdeploy.passes.report.model import Report
 from mdeploy.passes.workflows.quantize import DEFAULT_SAMPLES, quantize

@@ -45,8 +45,8 @@ from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
 from mdeploy.passes.report.journal import ReportJournal, previous_report
 from mdeploy.passes.report.model import Report, artifact_record
-from mdeploy.passes.report.sections import Gate
 from mdeploy.passes.report.render import to_html, to_markdown
+from mdeploy.passes.report.sections import Gate
 from mdeploy.passes.report.update import add_bench, add_validation
 from mdeploy.passes.simplify import Simplify
 from mdeploy.passes.workflows.recipe import Recipe, default_jobs
