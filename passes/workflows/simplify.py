@@ -15,7 +15,7 @@ from mdeploy.passes.simplify import Simplify
 
 
 def simplify(model: Path, out: Path, *, strict: bool = False, data: str | None = None,
-             input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = (), force: bool = False, on_stage=None,
+             input_shapes: InputShapes = (), force: bool = False, on_stage=None,
              max_bytes: int | None = None) -> Report:
     """Simplify `model` into `out`. The report (also saved beside OUT when that directory's report.json is free
     or describes the same model) holds the artifact with its `simplify` summary and the step, `skipped` on fallback."""
