@@ -21,7 +21,7 @@ from typing import Any
 from mdeploy.calibration.sources import RandomSource
 from mdeploy.passes.backends import backend, load_runner
 from mdeploy.passes.backends.tf_env import import_tf
-from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.artifact import Artifact, trust_from_json, trust_to_json
 from mdeploy.passes.core.errors import BadInput, MdeployError, PassFailed, first_line
 from mdeploy.passes.core.processes import child_env, die_with_parent
 
@@ -66,7 +66,7 @@ def bench(artifact: Artifact, batch: int = 1, threads: int | None = None, warmup
         raise BadInput(f"bench needs batch >= 1, runs >= 1, warmup >= 0 and threads >= 1 (got batch={batch}, runs={runs}, "
                        f"warmup={warmup}, threads={threads})", "pass positive numbers")
     job = {"format": artifact.format, "path": str(artifact.path), "batch": batch, "threads": threads,
-           "warmup": warmup, "runs": runs, "trusted": artifact.trusted}
+           "warmup": warmup, "runs": runs, "trusted": trust_to_json(artifact.trusted)}
     with tempfile.TemporaryDirectory(prefix="mdeploy-bench-") as tmp:
         result_path = Path(tmp) / "result.json"
         env = child_env({**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")})
@@ -110,7 +110,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     baseline = _rss_bytes()
     _import_runtime(job["format"])
     t0 = time.perf_counter()
-    runner = load_runner(job["format"], Path(job["path"]), job["threads"], trusted=job.get("trusted", False))
+    runner = load_runner(job["format"], Path(job["path"]), job["threads"], trusted=trust_from_json(job.get("trusted", False)))
     load_seconds = time.perf_counter() - t0
     feeds = _feeds(runner.inputs, job["batch"])
     for _ in range(job["warmup"]):

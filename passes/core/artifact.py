@@ -60,6 +60,19 @@ class Trust:
         return self.unsafe_keras
 
 
+def trust_to_json(trusted: bool | Trust) -> bool | dict[str, Any]:
+    """A Trust as plain JSON (for a spawned process's job), a bool as itself."""
+    if isinstance(trusted, Trust):
+        return {"unsafe_keras": trusted.unsafe_keras, "custom_objects": list(trusted.custom_objects)}
+    return bool(trusted)
+
+
+def trust_from_json(value: Any) -> bool | Trust:
+    if isinstance(value, dict):
+        return Trust(bool(value.get("unsafe_keras")), tuple(value.get("custom_objects") or ()))
+    return bool(value)
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A model in one format at one path. `meta` is free-form but its known keys are:
