@@ -14,15 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
 from mdeploy.passes.backends import artifact_runner, load_runner, run_batched
 from mdeploy.passes.backends.litert import litert_interpreter, read_flatbuffer
 from mdeploy.passes.backends.onnxruntime import onnx_session
 from mdeploy.passes.backends.tensorflow import load_keras_model, load_savedmodel, savedmodel_signature
 from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
-from mdeploy.passes.checks.compare import compare_outputs, worst
-from mdeploy.passes.checks.parity import parity_feeds
+from mdeploy.passes.checks.parity import parity_check, parity_feeds
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import PassFailed, environment_error, last_meaningful_line
 from mdeploy.passes.core.fsio import atomic_output
@@ -175,14 +172,11 @@ class RouteEvidence:
             return None
         feeds, expected = reference
         try:
-            got = run_batched(load_runner("onnx", path), feeds)
-            per_output = compare_outputs(expected, got)
+            check = parity_check(expected, Artifact(format="onnx", path=Path(path)), feeds, self.BOUND)
         except Exception as e:  # noqa: BLE001 - a graph that cannot run on the model's inputs is a failed route
             return f"it does not run on the model's inputs ({last_meaningful_line(e)})"
-        scale = max(1.0, max(float(np.max(np.abs(v))) for v in expected.values()))
-        err = worst(per_output, "max_abs_error")
-        if not err <= self.BOUND * scale:
-            return f"its outputs differ from the model's (max abs error {err:.3g})"
+        if not check["passed"]:
+            return f"its outputs differ from the model's (max abs error {check['max_abs_error']:.3g})"
         return None
 
 
