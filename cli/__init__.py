@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from mdeploy.cli import _common, bench, convert, inspect, optimize, prune, quantize, report, simplify, validate, zoo
+from mdeploy.cli import _common, bench, bundle, convert, inspect, optimize, prune, quantize, report, simplify, validate, zoo
 from mdeploy.passes.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_PASS_FAILED,
@@ -66,7 +66,8 @@ def _register() -> None:
                        ("inspect", inspect.inspect_cli), ("simplify", simplify.simplify_cli),
                        ("quantize", quantize.quantize_cli), ("prune", prune.prune_cli),
                        ("validate", validate.validate_cli), ("bench", bench.bench_cli), ("report", report.report_cli),
-                       ("zoo", zoo.zoo_cli), ("zoo-merge", zoo.zoo_merge_cli)):
+                       ("zoo", zoo.zoo_cli), ("zoo-merge", zoo.zoo_merge_cli),
+                       ("bundle", bundle.bundle_cli)):
         app.command(name)(func)
 
 
@@ -90,13 +91,13 @@ def run(argv: list[str] | None = None) -> int:
         _print_error(e.message, e.hint)
         return e.exit_code
     configure_logging(options.verbose)
-    if options.unsafe_keras and argv and argv[0] not in ("report", "zoo-merge"):
+    if options.unsafe_keras and argv and argv[0] not in ("report", "zoo-merge", "bundle"):
         source = "--unsafe-keras" if _common.UNSAFE_KERAS_ENV not in os.environ else f"{_common.UNSAFE_KERAS_ENV}=1"
         _common.warn(f"Keras safe_mode is off ({source}): loading a .keras/.h5 model runs code stored in it")
-    if argv and argv[0] not in ("report", "zoo-merge"):
+    if argv and argv[0] not in ("report", "zoo-merge", "bundle"):
         _common.warn_code_data(_common.data_specs_in(argv))
     die_with_parent()  # a zoo's model process ends with its zoo, however the zoo ends
-    if options.custom_objects and argv and argv[0] not in ("report", "zoo-merge"):
+    if options.custom_objects and argv and argv[0] not in ("report", "zoo-merge", "bundle"):
         _common.warn(f"--custom-objects imports {', '.join(o.split(':')[0] for o in options.custom_objects)}: that runs its code")
     try:
         with terminate_as_interrupt():
