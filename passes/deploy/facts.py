@@ -19,9 +19,10 @@ TRITON_SERVER_VERSION = "2.41.0"
 TRITON_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
 
 MIB = 1 << 20
-# Without a measured peak: a server process's own footprint plus a multiple of the model's bytes (weights, the
-# runtime's copy, activations). Stated in the bundle as an estimate.
-BASE_SERVER_BYTES = 256 * MIB
+# A server process's own footprint before it loads a model: estimates (not measured here, stated as such in the
+# bundle). The model's part is measured when bench ran (peak minus baseline RSS of the benchmark process), else a
+# multiple of the model's bytes (weights, the runtime's copy, activations).
+SERVER_BASE_BYTES = {"tfserving": 256 * MIB, "triton": 512 * MIB}
 MODEL_BYTES_FACTOR = 4
 MEMORY_MARGIN = 1.25
 MAX_BATCH_CAP = 128
@@ -73,6 +74,7 @@ class ModelFacts:
     p50_ms: float | None = None
     bench_batch: int | None = None
     peak_rss_bytes: int | None = None
+    baseline_rss_bytes: int | None = None
     load_seconds: float | None = None
     runtime: str | None = None
 
@@ -89,6 +91,7 @@ class ModelFacts:
                    reason=reason, p50_ms=float(p50) if isinstance(p50, (int, float)) and p50 > 0 else None,
                    bench_batch=(bench.batch or 1) if bench is not None else None,
                    peak_rss_bytes=bench.peak_rss_bytes if bench is not None else None,
+                   baseline_rss_bytes=bench.baseline_rss_bytes if bench is not None else None,
                    load_seconds=bench.load_seconds if bench is not None else None,
                    runtime=bench.runtime if bench is not None else None)
 
@@ -173,16 +176,21 @@ def _mib(n: float) -> str:
     return f"{int(math.ceil(n / MIB))}Mi"
 
 
-def resources(facts: ModelFacts, cpu: float) -> Resources:
-    """Memory from the measured peak RSS (+25%) when bench ran, else an estimate from the model's size."""
+def resources(facts: ModelFacts, cpu: float, server: str) -> Resources:
+    """Memory: the server's own footprint (an estimate) plus the model's, measured by bench (peak minus baseline
+    RSS) when it ran, else estimated from the model's size; +25% on the whole."""
+    base = SERVER_BASE_BYTES[server]
     if facts.peak_rss_bytes:
-        request = facts.peak_rss_bytes * MEMORY_MARGIN
-        basis = (f"memory: measured peak RSS {facts.peak_rss_bytes / MIB:.0f} MiB of the benchmark process running "
-                 f"{facts.artifact} on {facts.runtime or 'its runtime'}, +{int((MEMORY_MARGIN - 1) * 100)}%")
+        model = max(facts.peak_rss_bytes - (facts.baseline_rss_bytes or 0), facts.size_bytes)
+        source = (f"the model's measured {model / MIB:.0f} MiB (peak minus baseline RSS of the benchmark running "
+                  f"{facts.artifact} on {facts.runtime or 'its runtime'})")
     else:
-        request = BASE_SERVER_BYTES + MODEL_BYTES_FACTOR * facts.size_bytes
-        basis = (f"memory: an estimate (no benchmark in the report): {BASE_SERVER_BYTES // MIB} MiB for the server "
-                 f"+ {MODEL_BYTES_FACTOR} x the model's {facts.size_bytes / MIB:.1f} MiB")
+        model = MODEL_BYTES_FACTOR * facts.size_bytes
+        source = (f"an estimated {model / MIB:.0f} MiB for the model ({MODEL_BYTES_FACTOR} x its "
+                  f"{facts.size_bytes / MIB:.1f} MiB; no benchmark in the report)")
+    request = (base + model) * MEMORY_MARGIN
+    basis = (f"memory: the {server} server's own ~{base // MIB} MiB (an estimate) + {source}, "
+             f"+{int((MEMORY_MARGIN - 1) * 100)}%")
     load = facts.load_seconds or 0.0
     # the startup probe allows ten times the measured load time, and at least five minutes
     threshold = max(60, int(math.ceil(load * 10 / 5)))

@@ -218,7 +218,7 @@ def bundle(run_dir: Path, out_dir: Path | None = None, targets: tuple[str, ...] 
     for server in servers:
         facts = models[server] = _facts(report, run_dir, server, options, name)
         plan = plans[server] = batch_plan(facts, options.latency_budget_ms, options.max_batch)
-        res[server] = resources(facts, options.cpu)
+        res[server] = resources(facts, options.cpu, server)
         images[server] = f"{options.image_prefix or f'mdeploy/{name}'}-{server}:{options.version}"
         if facts.forced:
             warnings.append(f"{server}: {facts.artifact} did NOT pass the gate ({facts.status}: {facts.reason}); "
