@@ -224,3 +224,30 @@ def test_mobilenet_bundle_every_target(mdeploy, mobilenet_model, tmp_path):
     assert r.exit_code == 0, r.stderr
     parsed = check_bundle_files(out, json.loads(r.stdout)["servers"]["triton"]["model"], [224, 224, 3])
     assert parsed["triton"].input[0].dims == [224, 224, 3]
+
+
+def test_measured_bench_sets_batching_and_memory_and_triton_serves_a_savedmodel(mdeploy, digits_run, tmp_path):
+    report = json.loads((digits_run / "report.json").read_text())
+    for a in report["artifacts"]:
+        if a["name"] == "savedmodel":  # as `mdeploy bench -o` records it
+            a["bench"] = {"name": "savedmodel", "runtime": "tensorflow", "batch": 1, "latency_ms": {"p50": 5.0},
+                          "peak_rss_bytes": 300 << 20, "baseline_rss_bytes": 100 << 20, "load_seconds": 40.0}
+    (digits_run / "report.json").write_text(json.dumps(report))
+    out = tmp_path / "b"
+    r = _bundle(mdeploy, digits_run, out, "--target", "tfserving,triton,k8s", "--artifact", "savedmodel", "--cpu", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from mdeploy.passes.deploy.validate import tfserving_message
+
+    batching = text_format.Parse((out / "tfserving/batching_parameters.txt").read_text(), tfserving_message("BatchingParameters")())
+    assert batching.max_batch_size.value == 8 and batching.num_batch_threads.value == 2  # 8 x 5 ms within 50 ms
+    assert batching.batch_timeout_micros.value == 5000
+    config = text_format.Parse((out / "triton/model_repository/digits/config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.platform == "tensorflow_savedmodel" and config.max_batch_size == 8 and config.instance_group[0].count == 2
+    assert (out / "triton/model_repository/digits/1/model.savedmodel/saved_model.pb").is_file()
+    deployment = yaml.safe_load((out / "k8s/tfserving/deployment.yaml").read_text())
+    c = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["requests"] == {"cpu": "2", "memory": f"{int((256 + 200) * 1.25)}Mi"}
+    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 400  # 10x the 40 s load
