@@ -78,7 +78,8 @@ def manifests(facts: ModelFacts, server: Server, res: Resources, scaling: Scalin
     selector = {"app.kubernetes.io/name": facts.name, "app.kubernetes.io/component": server.kind}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(name, labels, res),
-        "spec": {"replicas": scaling.min_replicas, "selector": {"matchLabels": selector},
+        # no `replicas`: the HPA owns the count, and re-applying this file must not reset it
+        "spec": {"selector": {"matchLabels": selector},
                  "template": {"metadata": {"labels": labels},
                               "spec": {"containers": [container(server, res)], "terminationGracePeriodSeconds": 30}}}}
     service = {

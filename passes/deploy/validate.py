@@ -39,7 +39,7 @@ class InvalidConfig(PassFailed):
         self.problem = problem
 
 
-def _missing(package: str) -> PassFailed:
+def _missing(package: str) -> Exception:
     from mdeploy.passes.core.errors import BadInput
 
     return BadInput(f"{package} is not installed; `mdeploy bundle` validates every file with it",
@@ -260,18 +260,21 @@ def compile_tfserving_protos(proto: Path = PROTO_SOURCE) -> bytes:
     """The vendored .proto compiled with protoc (grpcio-tools) into a FileDescriptorSet, imports included.
     Used to regenerate PROTO_DESCRIPTORS (`python -m mdeploy.passes.deploy.validate`) and by the test that checks
     the shipped one matches its source."""
+    import subprocess
+    import sys
     import tempfile
 
     import grpc_tools
-    from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set.desc"
-        code = protoc.main(["protoc", f"-I{proto.parent}", f"-I{include}", "--include_imports",
-                            f"--descriptor_set_out={out}", proto.name])
-        if code != 0:
-            raise RuntimeError(f"protoc failed on {proto} ({code})")
+        # in its own process: protoc's C++ protobuf crashes beside TensorFlow's in one process
+        run = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto.parent}", f"-I{include}",
+                              "--include_imports", f"--descriptor_set_out={out}", proto.name],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"protoc failed on {proto} ({run.returncode}): {run.stderr.strip()}")
         return out.read_bytes()
 
 
