@@ -12,7 +12,22 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from mdeploy.cli import _common, bench, bundle, convert, inspect, optimize, prune, quantize, report, simplify, validate, zoo
+from mdeploy.cli import (
+    _common,
+    bench,
+    bundle,
+    convert,
+    inspect,
+    micro,
+    optimize,
+    prune,
+    quantize,
+    release,
+    report,
+    simplify,
+    validate,
+    zoo,
+)
 from mdeploy.passes.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_PASS_FAILED,
@@ -67,7 +82,9 @@ def _register() -> None:
                        ("quantize", quantize.quantize_cli), ("prune", prune.prune_cli),
                        ("validate", validate.validate_cli), ("bench", bench.bench_cli), ("report", report.report_cli),
                        ("zoo", zoo.zoo_cli), ("zoo-merge", zoo.zoo_merge_cli),
-                       ("bundle", bundle.bundle_cli)):
+                       ("bundle", bundle.bundle_cli),
+                       ("sign", release.sign_cli), ("verify", release.verify_cli), ("release", release.release_cli),
+                       ("keygen", release.keygen_cli), ("micro", micro.micro_cli)):
         app.command(name)(func)
 
 

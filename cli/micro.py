@@ -1,0 +1,3 @@
+"""placeholder"""
+def micro_cli() -> None:
+    """placeholder"""

@@ -1,0 +1,1 @@
+"""Microcontroller builds: the C array, the op resolver, the measured tensor arena and the TFLM crosscheck."""

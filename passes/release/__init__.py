@@ -1,0 +1,1 @@
+"""Signed over-the-air releases: the OTA manifest and model-signing signatures."""
