@@ -151,7 +151,7 @@ def _present(path: Path, ignored: Iterable[str]) -> dict[str, Path]:
     """The files a verifier sees under `path`, by the name model-signing gives them."""
     path = Path(path)
     if path.is_file():
-        return {path.name: path}
+        return {".": path}  # model-signing names a single signed file "."
     skip = {SIGNATURE_NAME, *ignored}
     found = {}
     for p in sorted(path.rglob("*")):
@@ -166,6 +166,8 @@ def _present(path: Path, ignored: Iterable[str]) -> dict[str, Path]:
 def _content_findings(path: Path, signed: dict[str, str], ignored: list[str]) -> list[Finding]:
     """Name every file that differs from the (verified) payload: modified, added or removed."""
     present = _present(path, ignored)
+    if Path(path).is_file():
+        signed = {".": d for d in signed.values()} if len(signed) == 1 else signed
     findings = []
     for rel in sorted(set(signed) - set(present)):
         findings.append(Finding("removed", rel, "signed file is missing"))
@@ -174,7 +176,7 @@ def _content_findings(path: Path, signed: dict[str, str], ignored: list[str]) ->
     for rel in sorted(set(present) & set(signed)):
         actual = "symlink" if present[rel].is_symlink() else file_sha256(present[rel])
         if actual != signed[rel]:
-            findings.append(Finding("modified", rel, f"sha256 {actual[:16]}… differs from the signed {signed[rel][:16]}…"))
+            findings.append(Finding("modified", Path(path).name if rel == "." else rel, f"sha256 {actual[:16]}… differs from the signed {signed[rel][:16]}…"))
     return findings
 
 

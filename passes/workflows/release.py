@@ -65,7 +65,7 @@ def sign(path: Path, *, key: Path, cert: Path | None = None, chain: tuple[Path, 
     from mdeploy.passes.release.signing import _payload, _resources
 
     signed, ignored = _resources(_payload(sig))
-    return {"path": str(path), "signature": str(sig), "files": len(signed), "ignored": ignored,
+    return {"path": str(path), "signature": str(sig), "files": len(signed), "ignored": [i for i in ignored if i != SIGNATURE_NAME],
             "method": "certificate" if cert else "key"}
 
 
