@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,10 @@ def _feeds(model: Path, inputs: list[IoTensor], data: str | None, samples: int) 
     from mdeploy.passes.backends import open_artifact
 
     artifact = open_artifact(model)
-    source = open_source(data or "random", artifact.inputs, batch_size=64, samples=samples if data is None else None)
+    quantized = {t.name for t in inputs if t.dtype.kind in "iu" and t.scale}
+    # a quantized input takes float data, quantized with its scale and zero point as LiteRT's runner does
+    specs = tuple(replace(s, dtype="float32") if s.name in quantized else s for s in artifact.inputs)
+    source = open_source(data or "random", specs, batch_size=64, samples=samples if data is None else None)
     batch = collect(source, limit=samples)
     batch.pop(LABELS, None)
     return batch, source.description
