@@ -139,6 +139,11 @@ def _resources(statement: dict) -> tuple[dict[str, str], list[str]]:
     return signed, list(pred.get("serialization", {}).get("ignore_paths", []))
 
 
+def signed_files(signature: Path) -> tuple[dict[str, str], list[str]]:
+    """The files a signature lists (relative path -> sha256) and its ignore list. Trust it only after verify_path."""
+    return _resources(_payload(signature))
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

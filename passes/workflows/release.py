@@ -37,6 +37,7 @@ from mdeploy.passes.release.signing import (
     file_sha256,
     sign_path,
     signature_path_for,
+    signed_files,
     verify_path,
 )
 
@@ -61,10 +62,7 @@ def sign(path: Path, *, key: Path, cert: Path | None = None, chain: tuple[Path, 
     sig = signature_path_for(path, signature)
     with atomic_output(sig, force=force) as tmp:
         sign_path(path, tmp, key=key, cert=cert, chain=chain, ignore=ignore)
-    # what the signature covers, read back from it: the list a verifier will enforce
-    from mdeploy.passes.release.signing import _payload, _resources
-
-    signed, ignored = _resources(_payload(sig))
+    signed, ignored = signed_files(sig)  # what the signature covers, read back: the list a verifier enforces
     return {"path": str(path), "signature": str(sig), "files": len(signed), "ignored": [i for i in ignored if i != SIGNATURE_NAME],
             "method": "certificate" if cert else "key"}
 
