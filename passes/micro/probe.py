@@ -66,7 +66,9 @@ def _try(model: bytes, arena: int, n_inputs: int, record: bool = False) -> tuple
         err.seek(0)
         text = err.read().decode(errors="replace")
     if os.WIFSIGNALED(status):
-        text += f"\n(killed by signal {os.WTERMSIG(status)})"
+        sig = os.WTERMSIG(status)
+        what = {6: "aborted on an internal check (SIGABRT)", 11: "crashed (SIGSEGV)"}.get(sig, f"was killed by signal {sig}")
+        text += f"\nTFLite Micro {what} while preparing or running the model"
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, text
 
 

@@ -127,8 +127,9 @@ def micro(model: Path, out_dir: Path, *, name: str | None = None, data: str | No
     measured = _probe("need", str(model))
     if "error" in measured:
         raise PassFailed(f"{model}: TFLite Micro cannot run this model: {measured['error']}",
-                         "TFLM's kernels cover fewer types than LiteRT (no float16 weights, few int64 ops): quantize "
-                         "to int8 (`mdeploy quantize --to tflite --mode int8`) and try again")
+                         "TFLM's kernels accept less than LiteRT's (no float16 weights, few int64 ops, narrower "
+                         "ranges of quantization scales): quantize to int8 with representative --calibration data "
+                         "(`mdeploy quantize --to tflite --mode int8`) and try again")
     need = int(measured["need"])
     arena = arena_with_margin(need, margin)
 
