@@ -104,6 +104,14 @@ def _compare(ref: np.ndarray, got: np.ndarray, out: IoTensor) -> OutputAgreement
     return OutputAgreement(out.name, None, diff, None, diff <= bound)
 
 
+def _require_tflite_micro() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tflite_micro") is None:
+        raise BadInput("the tflite-micro package is not installed; `mdeploy micro` runs the model in its interpreter",
+                       "pip install 'mdeploy[micro]' (Linux x86_64/aarch64 wheels; -e '.[micro]' in a clone)")
+
+
 def micro(model: Path, out_dir: Path, *, name: str | None = None, data: str | None = None, samples: int = 1000,
           margin: float = DEFAULT_MARGIN, force: bool = False) -> MicroReport:
     model = Path(model)
@@ -112,6 +120,7 @@ def micro(model: Path, out_dir: Path, *, name: str | None = None, data: str | No
                        "(`mdeploy quantize MODEL --to tflite --mode int8 --io int8` for a microcontroller)")
     if not 0 <= margin <= MAX_MARGIN:
         raise BadInput(f"--margin {margin} is outside 0..{MAX_MARGIN}", "the arena margin is a fraction, at most 0.15")
+    _require_tflite_micro()
     ident = c_identifier(name) if name else default_identifier(model)
     files = {f"{ident}_model_data.cc": None, f"{ident}_model_data.h": None, f"{ident}_model_ops.h": None,
              "micro.json": None}
