@@ -24,22 +24,13 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 UNSAFE_KERAS_ENV = "MDEPLOY_UNSAFE_KERAS"
 MAX_MODEL_BYTES_FLAG = "--max-model-bytes"
-# binary units, as human_bytes writes sizes (KB = 1024 bytes)
-_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40, "KIB": 1 << 10, "MIB": 1 << 20,
-          "GIB": 1 << 30, "TIB": 1 << 40}
 
 
 def parse_bytes(text: str) -> int:
     """'20GB', '512MiB' or '1000000' -> bytes; BadInput for anything else."""
-    import re
+    from mdeploy.passes.core.limits import parse_size
 
-    from mdeploy.passes.core.errors import BadInput
-
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    unit = m.group(2).upper() if m else ""
-    if not m or unit not in _UNITS or float(m.group(1)) <= 0:
-        raise BadInput(f"{MAX_MODEL_BYTES_FLAG} {text!r} is not a size", "write e.g. --max-model-bytes 20GB (or a number of bytes)")
-    return int(float(m.group(1)) * _UNITS[unit])
+    return parse_size(text, MAX_MODEL_BYTES_FLAG, "--max-model-bytes 20GB")
 
 
 @dataclass(frozen=True)
@@ -141,14 +132,16 @@ def warn_code_data(specs: dict[str, str | None], where: str = "") -> None:
 
 
 def _stage_file_writer():
-    """`mdeploy zoo` watches each model's stage through the file named in MDEPLOY_STAGE_FILE."""
+    """`mdeploy zoo` watches each model's stage through the file named in MDEPLOY_STAGE_FILE (OUTDIR/<model>/.zoo-stage)."""
     path = os.environ.get("MDEPLOY_STAGE_FILE")
     if not path:
         return lambda text: None
+    from mdeploy.passes.core.errors import MdeployError
+    from mdeploy.passes.core.fsio import write_text_atomic
 
     def write(text: str) -> None:
-        with contextlib.suppress(OSError):
-            Path(path).write_text(text)
+        with contextlib.suppress(OSError, MdeployError):  # progress is a courtesy: never fail the model for it
+            write_text_atomic(Path(path), text)
     return write
 
 

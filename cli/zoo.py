@@ -1,4 +1,5 @@
-"""`mdeploy zoo` runs `optimize` on every model of a manifest, one process per model; `zoo-merge` joins shards."""
+"""`mdeploy zoo` runs `optimize` on every model of a manifest, one process per model (here, or one Ray task per model
+with --backend ray); `zoo-merge` joins shards."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,15 +14,18 @@ from mdeploy.passes.workflows.zoo import zoo, zoo_merge
 from mdeploy.passes.workflows.zoo_manifest import load_manifest
 
 
-def _stage_table(stage: dict[str, str]):
+def _stage_table(stage: dict[str, str], where: dict[str, str] | None = None):
     from rich.table import Table
 
     table = Table(title="mdeploy zoo", show_edge=False)
     table.add_column("model")
+    if where:
+        table.add_column("node")
     table.add_column("stage")
     colours = {"ok": "green", "cached": "green", "failed": "red", "rejected": "yellow"}
     for name, text in stage.items():
-        table.add_row(name, f"[{colours.get(text, 'cyan')}]{text}[/]")
+        cells = [name, where.get(name, "") ] if where else [name]
+        table.add_row(*cells, f"[{colours.get(text, 'cyan')}]{text}[/]")
     return table
 
 
@@ -53,23 +57,30 @@ def zoo_cli(
     ctx: typer.Context,
     manifest: Annotated[Path, typer.Argument(help="Zoo manifest (TOML) with [defaults] and [[model]] tables.")],
     out_dir: OutDirOpt = Path("mdeploy-zoo"),
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Models optimized at once, each in its own process.")] = 2,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Models optimized at once, each in its own process. [default: 2; with --backend ray: the CPUs of the Ray instance started for the run, default all]")] = None,
     shard_spec: Annotated[str | None, typer.Option("--shard", help="Run only shard I of N (e.g. 1/4), for CI matrices.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds before a model's process is killed.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="local: processes on this machine; ray: one Ray task per model (pip install 'mdeploy[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option("--address", envvar="RAY_ADDRESS", help="With --backend ray: the Ray cluster to join (host:6379, as `ray start --head` prints); OUTDIR must be a path shared by every node. Default: a Ray instance started for this run.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Optimize every model of a manifest, in parallel and in isolation, and summarize the best artifacts."""
-    trusted = global_options(ctx).unsafe_keras
+    options = global_options(ctx)
     for m in load_manifest(manifest).models:  # the models' processes warn only into their captured stderr
         warn_code_data({"calibration": m.calibration, "validation": m.validation}, where=f"model '{m.name}': ")
+    from click.core import ParameterSource
+
+    if backend != "ray" and ctx.get_parameter_source("address") is ParameterSource.ENVIRONMENT:
+        address = None  # RAY_ADDRESS in the environment is for Ray runs; only an explicit --address is an error
+    run = {"jobs": jobs, "shard_spec": shard_spec, "timeout": timeout, "trusted": options.unsafe_keras,
+           "backend": backend, "address": address, "verbose": options.verbose}
     if stderr.is_terminal and not json_out:
         from rich.live import Live
 
         with Live(_stage_table({}), console=stderr, refresh_per_second=4) as live:
-            data = zoo(manifest, out_dir, jobs=jobs, shard_spec=shard_spec, timeout=timeout, trusted=trusted,
-                       on_update=lambda s: live.update(_stage_table(s)))
+            data = zoo(manifest, out_dir, **run, on_update=lambda stage, where: live.update(_stage_table(stage, where)))
     else:
-        data = zoo(manifest, out_dir, jobs=jobs, shard_spec=shard_spec, timeout=timeout, trusted=trusted)
+        data = zoo(manifest, out_dir, **run)
     _finish(data, json_out)
 
 

@@ -31,6 +31,24 @@ def default_max_model_bytes() -> int:
     return int(min(available // 2, MAX_MODEL_BYTES_CEILING))
 
 
+# binary units, as human_bytes writes sizes (KB = 1024 bytes)
+SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40, "KIB": 1 << 10, "MIB": 1 << 20,
+              "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def parse_size(text: str | int, what: str, example: str) -> int:
+    """'20GB', '512MiB', '1000000' or a positive int -> bytes; else BadInput naming `what`, with `example` in the hint."""
+    import re
+
+    if isinstance(text, int) and not isinstance(text, bool) and text > 0:
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text) if isinstance(text, str) else None
+    unit = m.group(2).upper() if m else ""
+    if not m or unit not in SIZE_UNITS or float(m.group(1)) <= 0:
+        raise BadInput(f"{what} {text!r} is not a size", f"write e.g. {example} (or a number of bytes)")
+    return int(float(m.group(1)) * SIZE_UNITS[unit])
+
+
 def human_bytes(n: float | None) -> str:
     """1.5 KB, 13.3 MB: sizes as every table and chart shows them."""
     if n is None:

@@ -1,6 +1,7 @@
-"""Model zoos: the manifest, deterministic sharding, per-model cache keys and the zoo summary.
+"""Model zoos: the manifest, deterministic sharding and per-model cache keys.
 
-Running the models (one process each) is the CLI's job (cli/zoo.py); this module is plain data.
+Running the models is passes/workflows/zoo.py's job (one process each, locally or as Ray tasks); this module is
+plain data.
 """
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ from typing import Any
 from mdeploy.passes.core.artifact import content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import name_from_file, safe_component
+from mdeploy.passes.core.limits import parse_size
 from mdeploy.passes.workflows.recipe import read_toml, resolve_data_spec
 
 # The gate's bounds, passed to each model's optimize as its flags (see passes/checks/gates.py).
 GATE_KEYS = ("max_accuracy_drop", "min_agreement", "min_sqnr", "max_abs_error", "max_rel_error")
-MODEL_KEYS = {"name", "path", "calibration", "validation", "recipe", "target", "sparsity", *GATE_KEYS, "strict"}
+# What a model reserves when the zoo runs on Ray (--backend ray): scheduling only, so not part of the cache key.
+RESOURCE_KEYS = ("num_cpus", "memory")
+MAX_NUM_CPUS = 1024
+MIN_MEMORY = 64 << 20
+MODEL_KEYS = {"name", "path", "calibration", "validation", "recipe", "target", "sparsity", *GATE_KEYS, "strict",
+              *RESOURCE_KEYS}
 DEFAULT_KEYS = MODEL_KEYS - {"name", "path"}
 
 
@@ -36,6 +43,8 @@ class ZooModel:
     max_abs_error: float | None = None
     max_rel_error: float | None = None
     strict: bool = False
+    num_cpus: float | None = None  # Ray CPUs reserved for the model's task (default 1)
+    memory: int | None = None  # Ray memory reserved, in bytes (default: estimated from the model's size)
 
     def cache_key(self, version: str) -> str:
         """Changes when the model, its data, its recipe or mdeploy changes; unreadable inputs never match."""
@@ -80,6 +89,27 @@ def _resolve(base: Path, value: Any, key: str) -> Any:
     return value
 
 
+def _resources(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    """num_cpus: a number in (0, 1024]; memory: a size ("4GB", "512MiB") or a positive number of bytes."""
+    out: dict[str, Any] = {}
+    cpus = entry.get("num_cpus")
+    if cpus is not None:
+        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0 < cpus <= MAX_NUM_CPUS:
+            raise BadInput(f"{where}.num_cpus must be a number of CPUs above 0 (at most {MAX_NUM_CPUS}), got {cpus!r}",
+                           "write e.g. num_cpus = 2 (or 0.5 to let two models share a CPU)")
+        out["num_cpus"] = float(cpus)
+    memory = entry.get("memory")
+    if memory is not None:
+        if isinstance(memory, float) and memory.is_integer():
+            memory = int(memory)
+        out["memory"] = parse_size(memory if isinstance(memory, (int, str)) else repr(memory), f"{where}.memory",
+                                   'memory = "4GB"')
+        if out["memory"] < MIN_MEMORY:  # `memory = 4` meant gigabytes, surely
+            raise BadInput(f"{where}.memory {memory!r} is {out['memory']} bytes, less than {MIN_MEMORY >> 20} MB",
+                           'write the unit, e.g. memory = "4GB"')
+    return out
+
+
 def load_manifest(path: Path) -> Manifest:
     """Read a zoo manifest: [defaults] plus [[model]] tables; relative paths resolve against its folder."""
 
@@ -92,6 +122,7 @@ def load_manifest(path: Path) -> Manifest:
     bad = set(defaults) - DEFAULT_KEYS
     if bad:
         raise BadInput(f"unknown key 'defaults.{sorted(bad)[0]}'", f"known keys: {', '.join(sorted(DEFAULT_KEYS))}")
+    _resources(defaults, "defaults")
     entries = data.get("model", [])
     if not isinstance(entries, list) or not entries:
         raise BadInput(f"{path} lists no models", "add [[model]] tables with at least a path")
@@ -112,6 +143,7 @@ def load_manifest(path: Path) -> Manifest:
             raise BadInput(f"two models are called '{name}'", "give each [[model]] a unique name")
         seen.add(name)
         merged["name"] = name
+        merged.update(_resources(merged, f"model[{i}]"))
         models.append(ZooModel(**{k: _resolve(base, v, k) for k, v in merged.items()}))
     return Manifest(path=path, models=models)
 
