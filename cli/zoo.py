@@ -68,9 +68,8 @@ def zoo_cli(
     options = global_options(ctx)
     for m in load_manifest(manifest).models:  # the models' processes warn only into their captured stderr
         warn_code_data({"calibration": m.calibration, "validation": m.validation}, where=f"model '{m.name}': ")
-    from click.core import ParameterSource
-
-    if backend != "ray" and ctx.get_parameter_source("address") is ParameterSource.ENVIRONMENT:
+    source = ctx.get_parameter_source("address")  # a click ParameterSource (Typer vendors click)
+    if backend != "ray" and getattr(source, "name", None) == "ENVIRONMENT":
         address = None  # RAY_ADDRESS in the environment is for Ray runs; only an explicit --address is an error
     run = {"jobs": jobs, "shard_spec": shard_spec, "timeout": timeout, "trusted": options.unsafe_keras,
            "backend": backend, "address": address, "verbose": options.verbose}

@@ -26,6 +26,7 @@ KEY_FILE = ".zoo-key"
 ROW_FILE = ".zoo-row.json"
 STAGE_FILE = ".zoo-stage"  # the model's process writes its stage here (read by cli/_common.progress's writer)
 STAGE_ENV = "MDEPLOY_STAGE_FILE"
+PROBE_PREFIX = ".zoo-ray-probe-"  # OUTDIR/: the Ray backend's proof that a node sees this OUTDIR (zoo_ray.py)
 BACKENDS = ("local", "ray")
 
 
@@ -216,8 +217,8 @@ def zoo(manifest: Path, out_dir: Path, *, jobs: int | None = None, shard_spec: s
     models = shard(load_manifest(manifest).models, spec)
     out_dir = Path(out_dir).absolute()  # Ray workers and model processes may run elsewhere
     with outdir_lock(out_dir, sweep=False):
-        for pattern in PARTIAL_GLOBS:  # only the zoo's own files: each model's process sweeps its directory
-            for p in out_dir.glob(pattern):
+        for pattern in (*PARTIAL_GLOBS, PROBE_PREFIX + "*"):  # only the zoo's own files (a killed zoo's): each
+            for p in out_dir.glob(pattern):                      # model's process sweeps its directory
                 p.unlink(missing_ok=True)
         stage: dict[str, str] = {m.name: "queued" for m in models}
         if backend == "ray":

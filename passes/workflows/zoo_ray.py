@@ -23,6 +23,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +39,7 @@ from mdeploy.passes.core.logs import quiet_native_stderr
 from mdeploy.passes.core.pipeline import MDEPLOY_VERSION
 from mdeploy.passes.report.zoo_summary import model_summary
 from mdeploy.passes.workflows.zoo import (
+    PROBE_PREFIX,
     STAGE_FILE,
     _cached_row,
     cached_result,
@@ -49,7 +51,8 @@ from mdeploy.passes.workflows.zoo_manifest import ZooModel
 
 RAY_HINT = "install the Ray backend: pip install 'mdeploy[ray]'"
 WORKER_FILE = ".zoo-worker.json"  # OUTDIR/<model>/: where (node, worker pid) and with what reservation it runs
-PROBE_PREFIX = ".zoo-ray-probe-"  # OUTDIR/: a token each task must find, proving it sees the driver's OUTDIR
+TEMP_PREFIX = "mdeploy-ray-"  # $TMPDIR/: a local instance's session files, removed when it stops
+OWNER_FILE = "mdeploy-zoo.pid"  # in it: the zoo that owns it (pid, start time), so a SIGKILLed zoo's is swept later
 # The memory a model's task reserves when the manifest gives none: a process with TensorFlow, ONNX Runtime and the
 # converters loaded takes about 1 GB before the model; the model then lives in several copies at once (Keras,
 # the SavedModel, tf2onnx's graph, ONNX, the quantizers' copies, the runtimes), with its activations.
@@ -106,7 +109,9 @@ def ray_session(address: str | None, num_cpus: int | None, verbose: bool) -> Ite
     if address is None:
         import psutil
 
-        temp_dir = tempfile.mkdtemp(prefix="mdeploy-ray-")
+        _sweep_orphaned_temp_dirs()
+        temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+        (Path(temp_dir) / OWNER_FILE).write_text(_owner(psutil.Process()))
         env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
         available = psutil.virtual_memory().available
         kwargs = {"address": "local", "num_cpus": num_cpus or os.cpu_count() or 1, "include_dashboard": False,
@@ -117,8 +122,12 @@ def ray_session(address: str | None, num_cpus: int | None, verbose: bool) -> Ite
         kwargs = {"address": address}
     main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    # Ray's driver prints the errors the cluster publishes (a worker died, ...) to sys.stdout, log_to_driver or not;
+    # stdout is for --json alone. Verbose, they go to stderr; quiet, nowhere (each model's row says what happened).
+    sink = contextlib.ExitStack()
+    sink.enter_context(contextlib.redirect_stdout(sys.stderr if verbose else sink.enter_context(open(os.devnull, "w"))))
     try:
-        with _environ(env):
+        with sink, _environ(env):
             _reload_auth_config()
             try:
                 with quiet_native_stderr():  # the core worker's C++ retry warnings while it connects
@@ -141,6 +150,25 @@ def ray_session(address: str | None, num_cpus: int | None, verbose: bool) -> Ite
         _reload_auth_config()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _owner(proc) -> str:
+    return f"{proc.pid} {proc.create_time():.2f}"
+
+
+def _sweep_orphaned_temp_dirs() -> None:
+    """Remove the session files of local instances whose zoo is gone (SIGKILLed: it could not clean up), and only
+    those: a directory whose owner still runs, or that names no owner, is left alone."""
+    import psutil
+
+    for d in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        try:
+            pid, _, started = (d / OWNER_FILE).read_text().partition(" ")
+            alive = psutil.pid_exists(int(pid)) and _owner(psutil.Process(int(pid))).split(" ")[1] == started
+        except (OSError, ValueError, psutil.Error):
+            continue
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _reload_auth_config() -> None:
@@ -250,17 +278,17 @@ def run_on_ray(models: list[ZooModel], out_dir: Path, stage: dict[str, str], *, 
         else:
             todo.append(m)
     where: dict[str, str] = {}
+    for m in todo:
+        stage[m.name] = "starting Ray" if address is None else "connecting to Ray"
+    if on_update:
+        on_update(stage, where)
     if not todo:
-        if on_update:
-            on_update(stage, where)
         return list(rows.values())
 
     with ray_session(address, jobs, verbose) as ray:
         capacity = Capacity.of(ray)
         reserved = {m.name: reservation(m, capacity) for m in todo}
         probe = (f"{PROBE_PREFIX}{secrets.token_hex(8)}", secrets.token_hex(16))
-        for stale in out_dir.glob(PROBE_PREFIX + "*"):  # a killed zoo's; we hold OUTDIR's lock
-            remove_path(stale)
         write_text_atomic(out_dir / probe[0], probe[1])
         remote = ray.remote(max_calls=1, max_retries=0, retry_exceptions=False)(model_task)
         pending: dict[Any, _Submitted] = {}
@@ -272,6 +300,8 @@ def run_on_ray(models: list[ZooModel], out_dir: Path, stage: dict[str, str], *, 
             ref = remote.options(num_cpus=r.num_cpus, memory=r.memory, name=f"mdeploy-zoo:{m.name}").remote(
                 m, out_dir, MDEPLOY_VERSION, probe, timeout, trusted, attempt, r, cwd)
             pending[ref] = _Submitted(m, attempt, r, time.perf_counter())
+            if attempt == 1:
+                stage[m.name] = "queued"  # until a node has its CPUs and memory free
 
         def failed(m: ZooModel, seconds: float, reason: str) -> dict[str, Any]:
             row = model_summary(m.name, None, "failed", seconds, reason)
