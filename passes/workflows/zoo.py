@@ -211,7 +211,7 @@ def zoo(manifest: Path, out_dir: Path, *, jobs: int | None = None, shard_spec: s
         raise BadInput(f"unknown --backend '{backend}'", f"choose one of: {', '.join(BACKENDS)}")
     if address is not None and backend != "ray":
         raise BadInput("--address needs --backend ray", "add --backend ray to run on that Ray cluster")
-    if jobs is not None and jobs < 1:
+    if backend == "ray" and jobs is not None and jobs < 1:  # (the local backend has always read 0 as 1)
         raise BadInput(f"--jobs must be at least 1, got {jobs}", "pass --jobs 1 to run one model at a time")
     spec = parse_shard(shard_spec)
     models = shard(load_manifest(manifest).models, spec)

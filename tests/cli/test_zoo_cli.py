@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -141,3 +142,75 @@ target = "all"
     mdeploy("zoo", manifest, "-o", out, "--jobs", "2", "--json")
     second = time.perf_counter() - t0
     assert second * 10 <= first, (first, second)
+
+
+def test_manifest_resources_are_validated_and_kept_out_of_the_cache_key(tmp_path):
+    from mdeploy.passes.core.errors import BadInput
+
+    (tmp_path / "m.onnx").write_bytes(b"model")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text('[defaults]\nmemory = "2GB"\n\n[[model]]\nname = "x"\npath = "m.onnx"\nnum_cpus = 0.5\n\n'
+                        '[[model]]\nname = "y"\npath = "m.onnx"\nmemory = 3221225472\n')
+    x, y = load_manifest(manifest).models
+    assert (x.num_cpus, x.memory) == (0.5, 2 << 30) and (y.num_cpus, y.memory) == (None, 3 << 30)
+    # where a model runs is not what it produces: the reservation leaves the cache key alone
+    assert x.cache_key("v") == y.cache_key("v")
+    assert "--memory" not in " ".join(x.optimize_args(tmp_path)) and "num" not in " ".join(x.optimize_args(tmp_path))
+    for bad, named in (('num_cpus = 0', "model[0].num_cpus"), ('num_cpus = "two"', "model[0].num_cpus"),
+                       ('memory = "lots"', "model[0].memory"), ('memory = 4', "model[0].memory"),
+                       ('memory = -1', "model[0].memory")):
+        manifest.write_text(f'[[model]]\npath = "m.onnx"\n{bad}\n')
+        with pytest.raises(BadInput, match=re.escape(named)):
+            load_manifest(manifest)
+    manifest.write_text('[defaults]\nnum_cpus = -2\n\n[[model]]\npath = "m.onnx"\n')
+    with pytest.raises(BadInput, match="defaults.num_cpus"):
+        load_manifest(manifest)
+
+
+def test_ray_reservation_is_estimated_capped_and_refused_when_no_node_fits(tmp_path):
+    from mdeploy.passes.core.errors import EnvironmentProblem
+    from mdeploy.passes.workflows.zoo_manifest import ZooModel
+    from mdeploy.passes.workflows.zoo_ray import Capacity, estimate_memory, reservation
+
+    (tmp_path / "m.keras").write_bytes(b"\0" * 1000)
+    saved = tmp_path / "saved"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"\0" * 300)
+    (saved / "variables" / "v.data").write_bytes(b"\0" * 700)
+    model = ZooModel(name="m", path=tmp_path / "m.keras")
+    assert estimate_memory(model) == (1 << 30) + 128 * 1000  # 1 GiB + 128 x the file
+    assert estimate_memory(ZooModel(name="s", path=saved)) == (1 << 30) + 128 * 1000  # a directory: all its files
+    big = Capacity(cpus=4, memory=8 << 30, nodes=2)
+    r = reservation(model, big)
+    assert (r.num_cpus, r.memory, r.estimated) == (1.0, estimate_memory(model), True)
+    assert reservation(model, Capacity(cpus=4, memory=512 << 20, nodes=1)).memory == 512 << 20  # an estimate is capped
+    assert reservation(ZooModel(name="m", path=model.path, num_cpus=2, memory=4 << 30), big).memory == 4 << 30
+    with pytest.raises(EnvironmentProblem, match="reserves 8 CPUs; the largest Ray node has 4"):
+        reservation(ZooModel(name="m", path=model.path, num_cpus=8), big)
+    with pytest.raises(EnvironmentProblem, match="reserves 16.0 GB of memory"):  # a stated need is never shrunk
+        reservation(ZooModel(name="m", path=model.path, memory=16 << 30), big)
+
+
+def test_zoo_backend_options_are_checked_before_anything_runs(mdeploy, tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"model")
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text('[[model]]\npath = "m.onnx"\n')
+    out = tmp_path / "out"
+    for args, message in ((["--backend", "spark"], "unknown --backend 'spark'"),
+                          (["--address", "10.0.0.1:6379"], "--address needs --backend ray"),
+                          (["--backend", "ray", "--address", "10.0.0.1:6379", "--jobs", "2"], "--jobs sizes a Ray instance"),
+                          (["--backend", "ray", "--jobs", "0"], "--jobs must be at least 1")):
+        r = mdeploy("zoo", manifest, "-o", out, *args, "--json")
+        assert r.exit_code == 2 and message in r.stderr and r.stdout == "", (args, r.stderr)
+    assert not (out / "m").exists()
+
+
+def test_zoo_help_shows_the_ray_backend_without_importing_ray():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "mdeploy.cli", "zoo", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--backend" in proc.stdout and "--address" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "mdeploy.cli" in imported and not any(m == "ray" or m.startswith("ray.") for m in imported)

@@ -141,6 +141,10 @@ def _run_with_losses(tmp_path, tiny, marker, models: str, ray_args: list[str], *
     assert comparable(out) == comparable(tmp_path / "local")
     assert check_zoo_outdir(out).ok(), check_zoo_outdir(out)
     assert [p.name for p in out.glob(".zoo-ray-probe-*")] == []
+    # Both backends read the same records: nothing runs again, and a fully cached Ray run never connects to Ray.
+    for backend in (["--backend", "local"], ["--backend", "ray", "--address", "127.0.0.1:9"]):
+        cached = run_mdeploy("zoo", manifest, "-o", out, *backend, "--json", cwd=cwd, env=env)
+        assert cached.returncode == 0 and all(r["cached"] for r in _rows(cached.stdout).values()), cached.stderr
     return out, first, rows, killed
 
 
