@@ -119,15 +119,17 @@ def ray_session(address: str | None, num_cpus: int | None, verbose: bool) -> Ite
                   # what is free now, not the machine's total: other work on the machine keeps its memory
                   "_memory": max(available - OBJECT_STORE_BYTES, 1 << 30)}
     else:
+        _check_reachable(address)
         kwargs = {"address": address}
     main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
-    # Ray's driver prints the errors the cluster publishes (a worker died, ...) to sys.stdout, log_to_driver or not;
-    # stdout is for --json alone. Verbose, they go to stderr; quiet, nowhere (each model's row says what happened).
-    sink = contextlib.ExitStack()
-    sink.enter_context(contextlib.redirect_stdout(sys.stderr if verbose else sink.enter_context(open(os.devnull, "w"))))
     try:
-        with sink, _environ(env):
+        with contextlib.ExitStack() as stack:
+            # Ray's driver prints the errors the cluster publishes (a worker died, ...) to sys.stdout, log_to_driver
+            # or not; stdout is for --json alone. Verbose, they go to stderr; quiet, nowhere (the rows say it all).
+            sink = sys.stderr if verbose else stack.enter_context(open(os.devnull, "w"))
+            stack.enter_context(contextlib.redirect_stdout(sink))
+            stack.enter_context(_environ(env))
             _reload_auth_config()
             try:
                 with quiet_native_stderr():  # the core worker's C++ retry warnings while it connects
@@ -150,6 +152,22 @@ def ray_session(address: str | None, num_cpus: int | None, verbose: bool) -> Ite
         _reload_auth_config()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Ray retries an address where nothing listens for minutes, deaf to Ctrl-C: try a TCP connection first."""
+    target = address.split("://", 1)[-1]
+    if target in ("auto", "local") or not target:
+        return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = target, "6379"  # Ray's default GCS port
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise EnvironmentProblem(f"no Ray cluster answers at {address} ({e.strerror or e})",
+                                 "start one with `ray start --head` and pass the address it prints (host:6379), or "
+                                 "leave out --address for a Ray instance of this run") from e
 
 
 def _owner(proc) -> str:

@@ -199,7 +199,8 @@ def test_zoo_backend_options_are_checked_before_anything_runs(mdeploy, tmp_path)
     for args, message in ((["--backend", "spark"], "unknown --backend 'spark'"),
                           (["--address", "10.0.0.1:6379"], "--address needs --backend ray"),
                           (["--backend", "ray", "--address", "10.0.0.1:6379", "--jobs", "2"], "--jobs sizes a Ray instance"),
-                          (["--backend", "ray", "--jobs", "0"], "--jobs must be at least 1")):
+                          (["--backend", "ray", "--jobs", "0"], "--jobs must be at least 1"),
+                          (["--backend", "ray", "--address", "127.0.0.1:9"], "no Ray cluster answers at 127.0.0.1:9")):
         r = mdeploy("zoo", manifest, "-o", out, *args, "--json")
         assert r.exit_code == 2 and message in r.stderr and r.stdout == "", (args, r.stderr)
     assert not (out / "m").exists()
