@@ -24,7 +24,7 @@ def _stage_table(stage: dict[str, str], where: dict[str, str] | None = None):
     table.add_column("stage")
     colours = {"ok": "green", "cached": "green", "failed": "red", "rejected": "yellow"}
     for name, text in stage.items():
-        cells = [name, where.get(name, "") ] if where else [name]
+        cells = [name, where.get(name, "")] if where else [name]
         table.add_row(*cells, f"[{colours.get(text, 'cyan')}]{text}[/]")
     return table
 
