@@ -88,7 +88,10 @@ def quantize_cli(
     quant_format: Annotated[str, typer.Option("--format", help="ONNX int8 format: qdq or qoperator.")] = "qdq",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="ONNX: one weight scale per tensor instead of per channel.")] = False,
     activations: Annotated[str, typer.Option("--activations", help="ONNX int8 activations: uint8 (ONNX Runtime's fast path on x86) or int8.")] = "uint8",
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="ONNX: node names or op types to keep in float (repeat or comma-separate).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node names or op types to keep in float (repeat or comma-separate): ONNX nodes_to_exclude, TFLite denylisted nodes/ops (int8); --debug-layers lists the names.")] = None,
+    symmetric_activations: Annotated[bool, typer.Option("--symmetric-activations", help="ONNX int8: symmetric activation ranges instead of min/max-fitted ones.")] = False,
+    debug_layers: Annotated[bool, typer.Option("--debug-layers", help="int8: measure the error each layer's quantization adds on held-out data (SQNR, relative RMSE, error in quantization steps, weight error), ranked worst first.")] = False,
+    accuracy_budget: Annotated[float | None, typer.Option("--accuracy-budget", help="int8: the largest accuracy drop (fraction, 0.01 = 1 point) to accept; when plain int8 misses it, try the calibration knobs, then keep the fewest layers in float that meet it. Sets the gate's --max-accuracy-drop.")] = None,
     io: Annotated[str, typer.Option("--io", help="TFLite int8: float keeps float32 I/O; int8 gives integer-only I/O.")] = "float",
     image_size: ImageSizeOpt = None,
     image_scale: ImageScaleOpt = None,
@@ -116,6 +119,8 @@ def quantize_cli(
                           calibration=calibration, validation=validation,
                           samples=samples, method=method.lower(), format=quant_format.lower(), per_channel=not per_tensor,
                           exclude=_split(exclude), io=io.lower(), activations=activations.lower(), image=image, opset=opset,
+                          symmetric_activations=symmetric_activations, debug_layers=debug_layers,
+                          accuracy_budget=accuracy_budget,
                           thresholds=thresholds(max_accuracy_drop, min_agreement, min_sqnr, max_abs_error, max_rel_error,
                                                 enabled=not no_gate),
                           force=force, on_stage=on_stage)
@@ -126,7 +131,21 @@ def quantize_cli(
         for w in report.warnings:
             warn(w)
         render_quality(report, out_dir, [name])
+        record = report.artifact(name)
+        if record is not None and (record.layer_errors is not None or record.accuracy_search is not None):
+            from mdeploy.passes.report.render import accuracy_search_lines, layer_table
+
+            if record.layer_errors is not None:
+                stdout.print(layer_table(record))
+            for line in accuracy_search_lines(record):
+                stdout.print(line, highlight=False)
     verdict = report.verdict.artifacts[name]
+    record = report.artifact(name)
+    search = record.accuracy_search if record is not None else None
+    if verdict.status == "rejected" and search is not None and not search.met:
+        raise CheckFailed(f"--accuracy-budget {search.budget:g}: no setting met it ({search.note}); "
+                          f"the best artifact found is kept: {verdict.reason}",
+                          "give more representative --calibration data, allow a larger budget, or use --mode fp16")
     if verdict.status == "rejected":
         raise CheckFailed(f"{verdict.reason} (gate: {verdict.gate})",
                           "loosen that bound if the loss is acceptable, give better --calibration data, "

@@ -44,7 +44,9 @@ class QuantizeOnnx:
         x86; MobileNetV2 QDQ runs 2.3x faster than float, where int8 activations ran 1.1x, and as QOperator 8x
         slower) | int8 (S8S8, for targets that need signed activations). Weights are always symmetric int8,
         so a pruned zero stays exactly zero.
-    exclude: node names or op types to keep in float.
+    symmetric_activations: symmetric activation ranges (zero point at the middle) instead of min/max-fitted ones.
+    exclude: node names or op types to keep in float (node names as in the model, or as onnxruntime's
+        pre-processing names them: what `--debug-layers` lists).
     calibration: the calibration data (int8 only), as a DataSpec window.
     keep_io_float: fp16 keeps float32 inputs and outputs (the default), casting inside the graph.
     compact_names: rename internal tensors and nodes to short ids in the result. Converter-made names
@@ -62,6 +64,7 @@ class QuantizeOnnx:
     per_channel: bool = True
     method: str = "minmax"
     activations: str = "uint8"
+    symmetric_activations: bool = False
     exclude: tuple[str, ...] = ()
     calibration: DataSpec | None = None
     keep_io_float: bool = True
@@ -84,6 +87,8 @@ class QuantizeOnnx:
         final = self.output_path(ctx)
         model = load_onnx_model(artifact.path)
         names, types = self._exclusions(model)
+        if self.mode != "int8":
+            self._check_names(names, [model])
         with tempfile.TemporaryDirectory(prefix="mdeploy-quant-") as work, atomic_output(final, ctx.force) as tmp, quiet_quantizer():
             notes: list[str] = []
             if self.mode == "fp16":
@@ -140,14 +145,20 @@ class QuantizeOnnx:
         raise PassFailed(f"onnxruntime's {self.mode} quantizer failed (every fallback too): "
                          f"{_cause(first)}", "--exclude the op or node named above to keep it in float, or try --mode fp16") from first
     def _exclusions(self, model) -> tuple[list[str], set[str]]:
-        """Split --exclude into node names and op types; refuse what is neither, naming it."""
-        node_names = {n.name for n in model.graph.node}
+        """Split --exclude into node names and op types. A name that is neither may be one onnxruntime's
+        pre-processing gives a fused node: it is checked against that graph (see _check_names)."""
         op_types = {n.op_type for n in model.graph.node}
-        unknown = [e for e in self.exclude if e not in node_names and e not in op_types]
+        return [e for e in self.exclude if e not in op_types], {e for e in self.exclude if e in op_types}
+
+    @staticmethod
+    def _check_names(names: list[str], graphs: list) -> None:
+        """Refuse an --exclude name that no node has in the model or its pre-processed form, naming it."""
+        known = {n.name for g in graphs for n in g.graph.node}
+        unknown = [e for e in names if e not in known]
         if unknown:
+            op_types = sorted({n.op_type for g in graphs for n in g.graph.node})
             raise BadInput(f"--exclude {', '.join(unknown)}: no node or op type of that name in the model",
-                           f"op types present: {', '.join(sorted(op_types))}")
-        return [e for e in self.exclude if e in node_names], {e for e in self.exclude if e in op_types}
+                           f"op types present: {', '.join(op_types)}; --debug-layers lists the node names")
 
     def _op_types(self, types: set[str], static: bool, weights_only: bool = False) -> list[str] | None:
         if weights_only:
@@ -181,19 +192,14 @@ class QuantizeOnnx:
     def _static(self, artifact: Artifact, source: Path, work: Path, out: Path, names: list[str], types: set[str],
                 ctx: Context, per_channel: bool, extra: dict, weights_only: bool = False) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
 
         calibration = require_calibration(self.calibration, self.name)
-        pre, source = (work / "preprocessed.onnx").resolve(), str(Path(source).resolve())
-        # ORT's symbolic shape inference saves sym_shape_infer_temp.onnx (and .data files) in the working directory
-        # when it gives up: run it in our temporary directory, with absolute paths, so nothing lands in the user's.
-        with contextlib.chdir(work):
-            try:
-                quant_pre_process(source, str(pre))
-            except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; the plain route still works
-                ctx.warn(f"quant_pre_process failed ({type(e).__name__}: {str(e).strip()[:200]}); quantizing without symbolic shape inference")
-                quant_pre_process(source, str(pre), skip_symbolic_shape=True)
+        source = str(Path(source).resolve())
+        pre = pre_process(Path(source), work, ctx.warn)
+        if names:
+            import onnx
+
+            self._check_names(names, [onnx.load(source, load_external_data=False), onnx.load(str(pre), load_external_data=False)])
         # ORT calibrates on a copy of the graph that outputs every intermediate tensor, so peak memory grows
         # with the batch: MobileNetV2 at 32 images needs ~3.5 GB, at 8 under 1 GB, for the same ranges.
         limit = model_batch_limit(artifact.inputs) or CALIBRATION_BATCH  # a model's fixed batch is what it takes
@@ -212,7 +218,25 @@ class QuantizeOnnx:
                         # a stride of one batch bounds memory (ranges/histograms are merged batch by batch instead
                         # of after holding every batch's activations), and ORT's histogram collector needs
                         # equal-sized batches within a stride
-                        extra_options={"CalibStridedMinMax": 1, **extra})
+                        extra_options={"CalibStridedMinMax": 1, **extra,
+                                       **({"ActivationSymmetric": True} if self.symmetric_activations else {})})
+
+
+def pre_process(source: Path, work: Path, warn) -> Path:
+    """onnxruntime's quant_pre_process of `source` into `work`/preprocessed.onnx: the graph (and node names) the
+    quantizer sees, which `--debug-layers` measures against."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre, source = (Path(work) / "preprocessed.onnx").resolve(), str(Path(source).resolve())
+    # ORT's symbolic shape inference saves sym_shape_infer_temp.onnx (and .data files) in the working directory
+    # when it gives up: run it in our temporary directory, with absolute paths, so nothing lands in the user's.
+    with contextlib.chdir(work):
+        try:
+            quant_pre_process(source, str(pre))
+        except Exception as e:  # noqa: BLE001 - symbolic shape inference fails on some graphs; the plain route still works
+            warn(f"quant_pre_process failed ({type(e).__name__}: {str(e).strip()[:200]}); quantizing without symbolic shape inference")
+            quant_pre_process(source, str(pre), skip_symbolic_shape=True)
+    return pre
 
 
 def _cause(e: BaseException) -> str:

@@ -34,6 +34,9 @@ class QuantizeTflite:
     io: float keeps float32 inputs/outputs (quantized inside the graph); int8 gives integer-only I/O for
         microcontroller-class devices (int8 mode only). LiteRT callers then (de)quantize with each tensor's scale/zero point.
     calibration: the representative dataset for int8, as a DataSpec window.
+    per_channel: per-channel weight scales (int8; False is the converter's per-tensor mode).
+    denylist: ops to keep in float (int8 only), named as `--debug-layers` lists them: the op's output tensor name
+        (TFLite's denylisted_nodes) or a builtin op type such as FULLY_CONNECTED (denylisted_ops).
     file_name: output under OUTDIR/tflite/ (default model.<mode>.tflite).
     """
 
@@ -44,6 +47,8 @@ class QuantizeTflite:
     mode: str = "int8"
     io: str = "float"
     calibration: DataSpec | None = None
+    per_channel: bool = True
+    denylist: tuple[str, ...] = ()
     file_name: str | None = None
 
     def __post_init__(self) -> None:
@@ -70,9 +75,13 @@ class QuantizeTflite:
                 converter.representative_dataset = representative_dataset(
                     calibration.open(artifact.inputs), {t.name: t.dtype for t in artifact.inputs})
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                if not self.per_channel:
+                    converter._experimental_disable_per_channel = True  # noqa: SLF001 - the converter's only switch for it
                 if self.io == "int8":
                     converter.inference_input_type = tf.int8
                     converter.inference_output_type = tf.int8
+                if self.denylist:
+                    converter = DenylistedConverter(converter, self.denylist, self.per_channel, self.io)
             write_tflite(converter, final, ctx.force, verify=lambda tmp: run_once(tmp, "tflite", artifact, self.calibration))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -82,3 +91,26 @@ class QuantizeTflite:
                                   calibration=self.calibration.spec if self.calibration and self.mode == "int8" else None)
         _, inputs, outputs = tflite_signature(litert_interpreter(final))  # int8 I/O changes the dtypes
         return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
+
+
+class DenylistedConverter:
+    """A converter whose convert() keeps the denylisted ops in float: calibrate only, then the MLIR quantizer with
+    denylisted_nodes / denylisted_ops, exactly as tf.lite.experimental.QuantizationDebugger does for its
+    selectively quantized model (the converter itself has no public switch for it)."""
+
+    def __init__(self, converter, denylist: tuple[str, ...], per_channel: bool, io: str):
+        self.converter, self.denylist, self.per_channel, self.io = converter, denylist, per_channel, io
+
+    def convert(self) -> bytes:
+        from tensorflow.lite.python import convert as tflite_convert
+
+        tf = import_tf()
+        self.converter._experimental_calibrate_only = True  # noqa: SLF001
+        calibrated = self.converter.convert()
+        ops = [d for d in self.denylist if d.isupper() and ";" not in d and "/" not in d]
+        nodes = [d for d in self.denylist if d not in ops]
+        io_type = tf.int8 if self.io == "int8" else tf.float32
+        return tflite_convert.mlir_quantize(calibrated, disable_per_channel=not self.per_channel,
+                                            fully_quantize=self.io == "int8", input_data_type=io_type,
+                                            output_data_type=io_type, denylisted_ops=ops or None,
+                                            denylisted_nodes=nodes or None)

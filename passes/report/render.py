@@ -13,7 +13,7 @@ from typing import Any
 from mdeploy.passes.core.artifact import DEPLOYMENT_TARGET
 from mdeploy.passes.core.limits import human_bytes
 from mdeploy.passes.report.model import Report
-from mdeploy.passes.report.sections import Bench, Quality, SourceMetrics, Validation
+from mdeploy.passes.report.sections import ArtifactRecord, Bench, Quality, SourceMetrics, Validation
 
 
 def _num(x: Any) -> float | None:
@@ -198,6 +198,7 @@ def to_markdown(report: Report) -> str:
     verdict = verdict_lines(report)
     lines += ["", f"Overall: **{report.verdict.label}** (exit {report.verdict.exit_code})", ""]
     lines += [f"- {esc(x)}" for x in verdict[1:]]
+    lines += layer_markdown(report)
     return "\n".join(lines) + "\n"
 
 
@@ -263,4 +264,126 @@ def to_html(report: Report) -> str:
             f"<h1>{html.escape(_title(report))}</h1>{meta}"
             '<p class="meta">★ best passing artifact per target (cloud: onnx/savedmodel, edge: tflite); '
             'bars: green = best, red = failed a check</p>'
-            f'<div class="charts">{"".join(charts)}</div>{"".join(body)}</body></html>\n')
+            f'<div class="charts">{"".join(charts)}</div>{"".join(body)}{layer_html(report)}</body></html>\n')
+
+
+# --------------------------------------------------------------------------- layer errors and the budget search
+
+LAYER_ROWS = 15  # the worst layers shown in the terminal, report.md and the chart (report.json has them all)
+
+
+def _db(x: Any) -> str:
+    v = _num(x)
+    if v is None:
+        return "inf" if x in ("inf", float("inf")) else "-"
+    return f"{v:.1f}"
+
+
+def _short(name: str, width: int = 48) -> str:
+    return name if len(name) <= width else name[:20] + "…" + name[-(width - 21):]
+
+
+def layer_rows(record: ArtifactRecord, limit: int | None = LAYER_ROWS) -> list[list[str]]:
+    le = record.layer_errors
+    if le is None:
+        return []
+    kept = set((record.accuracy_search.chosen or {}).get("exclude", [])) if record.accuracy_search else set()
+    rows = []
+    for layer in le.layers[:limit]:
+        rel = _num(layer.get("rel_rmse"))
+        steps = _num(layer.get("scale_rmse"))
+        rows.append([str(layer.get("rank")), _short(str(layer.get("node"))), str(layer.get("op")), _db(layer.get("sqnr_db")),
+                     "-" if rel is None else f"{rel * 100:.2f}%", "-" if steps is None else f"{steps:.2f}",
+                     _db(layer.get("weight_sqnr_db")), "float" if layer.get("node") in kept else "int8"])
+    return rows
+
+
+LAYER_HEADERS = ["rank", "layer", "op", "SQNR dB", "rel RMSE", "err (steps)", "weight SQNR dB", "kept"]
+
+
+def layer_table(record: ArtifactRecord):
+    """The worst layers of one artifact as a rich Table."""
+    from rich import box
+    from rich.table import Table
+
+    le = record.layer_errors
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False,
+                  title=f"{record.name}: error each layer's quantization adds (worst first, {len(le.layers)} layers)",
+                  caption=f"measured on {le.data} ({le.samples} samples): {le.method}")
+    for h in LAYER_HEADERS:
+        table.add_column(h, justify="left" if h in ("layer", "op", "kept") else "right", no_wrap=h == "layer")
+    for row in layer_rows(record):
+        table.add_row(*row)
+    return table
+
+
+def accuracy_search_lines(record: ArtifactRecord) -> list[str]:
+    """The budget search in words: each knob's score, what was kept in float, and the evaluations spent."""
+    s = record.accuracy_search
+    if s is None:
+        return []
+    lines = [f"accuracy budget {s.budget:g}: {'met' if s.met else 'NOT MET'}: {s.note}"]
+    for t in s.trials:
+        if t.get("stage") in ("baseline", "knob"):
+            drop = _num(t.get("accuracy_drop"))
+            score = f"accuracy drop {drop * 100:.2f} pp" if drop is not None else f"SQNR {_db(t.get('sqnr_db'))} dB"
+            lines.append(f"  {t['stage']:>8}: {t['method']}, {'per-channel' if t['per_channel'] else 'per-tensor'}, "
+                         f"{'symmetric' if t['symmetric'] else 'asymmetric'}: {score} ({'pass' if t['passed'] else 'fail'})")
+    chosen = s.chosen or {}
+    if s.layers:
+        lines.append(f"  kept in float: {chosen.get('kept_float', 0)} of {s.layers} layers"
+                     + (f": {', '.join(chosen.get('exclude', []))}" if chosen.get("exclude") else ""))
+    lines.append(f"  full evaluations: {s.full_evaluations} (bound log2(N)+k+2 = {s.evaluation_bound}), "
+                 f"knob trials: {s.knob_trials}; evaluated on {s.data}; recipe: {s.recipe}")
+    return lines
+
+
+def _searched(report: Report) -> list[ArtifactRecord]:
+    return [a for a in report.artifacts if a.layer_errors is not None or a.accuracy_search is not None]
+
+
+def layer_markdown(report: Report) -> list[str]:
+    out: list[str] = []
+    for a in _searched(report):
+        out += ["", f"#### {a.name}: layer errors and accuracy search", ""]
+        if a.layer_errors is not None:
+            out += ["| " + " | ".join(LAYER_HEADERS) + " |", "|" + "---|" * len(LAYER_HEADERS)]
+            out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in layer_rows(a)]
+        out += ["", *[f"- {line.strip()}" for line in accuracy_search_lines(a)]]
+    return out
+
+
+def layer_html(report: Report) -> str:
+    """Per searched artifact: a chart of each layer's error, the layer table, and the search trace."""
+    parts = []
+    for a in _searched(report):
+        parts.append(f'<h2 id="layers-{html.escape(a.name)}">{html.escape(a.name)}: layer errors and accuracy search</h2>')
+        if a.layer_errors is not None:
+            kept = set((a.accuracy_search.chosen or {}).get("exclude", [])) if a.accuracy_search else set()
+            items = []
+            for layer in a.layer_errors.layers[:LAYER_ROWS]:
+                rel = _num(layer.get("rel_rmse"))
+                items.append((_short(str(layer.get("node")), 18), None if rel is None else min(rel, 2.0) * 100,
+                              "-" if rel is None else f"{rel * 100:.2f}% (SQNR {_db(layer.get('sqnr_db'))} dB)",
+                              "failed" if layer.get("node") in kept else ""))
+            parts.append('<div class="charts">' + svg_bar_chart("Error each layer's quantization adds", items,
+                                                                "relative RMSE %, worst first; red = kept in float", width=640)
+                         + "</div>")
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in layer_rows(a, None))
+            parts.append(f'<table class="layers"><thead><tr>{"".join(f"<th>{h}</th>" for h in LAYER_HEADERS)}</tr></thead>'
+                         f"<tbody>{rows}</tbody></table>")
+        s = a.accuracy_search
+        if s is not None:
+            parts += [f'<p class="meta">{html.escape(line.strip())}</p>' for line in accuracy_search_lines(a)]
+            head = ["#", "stage", "method", "weights", "activations", "in float", "accuracy drop", "SQNR dB", "gate"]
+            body = []
+            for i, t in enumerate(s.trials, 1):
+                drop = _num(t.get("accuracy_drop"))
+                cells_ = [str(i), t["stage"], t["method"], "per-channel" if t["per_channel"] else "per-tensor",
+                          "symmetric" if t["symmetric"] else "asymmetric", str(t["kept_float"]),
+                          "-" if drop is None else f"{drop * 100:.2f} pp", _db(t.get("sqnr_db")),
+                          "pass" if t["passed"] else "fail"]
+                body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells_) + "</tr>")
+            parts.append(f'<table class="search"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
+                         f'<tbody>{"".join(body)}</tbody></table>')
+    return "".join(parts)

@@ -187,6 +187,42 @@ class Bench(Section):
 
 
 @dataclass(kw_only=True)
+class LayerErrors(Section):
+    """`--debug-layers`: per layer (ONNX node / TFLite op) the error its quantization adds, worst first.
+
+    Each of `layers`: node, op, output, sqnr_db, rel_rmse, scale_rmse (RMSE in quantization steps of the output),
+    weight_sqnr_db, weight_rel_rmse, rank."""
+
+    format: str | None = None
+    data: str | None = None
+    samples: int | None = None
+    method: str | None = None
+    seconds: float | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class AccuracySearch(Section):
+    """`--accuracy-budget`: what the search tried (each trial: stage, knobs, layers kept in float, score), what it
+    chose, whether the budget was met, and how many full evaluations it spent (knob trials counted apart)."""
+
+    budget: float | None = None
+    met: bool | None = None
+    note: str | None = None
+    chosen: dict[str, Any] | None = None
+    layers: int | None = None
+    kept_float_fraction: float | None = None
+    knob_trials: int | None = None
+    full_evaluations: int | None = None
+    evaluation_bound: float | None = None
+    seconds: float | None = None
+    data: str | None = None
+    calibration: str | None = None
+    recipe: str | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
 class ArtifactRecord(Section):
     """One artifact in report.json: identity, size, hash, lineage, and what each command measured of it."""
 
@@ -207,10 +243,13 @@ class ArtifactRecord(Section):
     pruning: Pruning | None = None
     validation: Validation | None = None
     bench: Bench | None = None
+    layer_errors: LayerErrors | None = None
+    accuracy_search: AccuracySearch | None = None
     target: str | None = None  # cloud | edge (optimize)
     status: str | None = None  # ok | rejected | failed, written from the verdict
     NESTED: ClassVar[dict[str, type[Section]]] = {"checks": Checks, "quality": Quality, "pruning": Pruning,
-                                                  "validation": Validation, "bench": Bench}
+                                                  "validation": Validation, "bench": Bench,
+                                                  "layer_errors": LayerErrors, "accuracy_search": AccuracySearch}
     ALWAYS: ClassVar[frozenset[str]] = frozenset({"sparsity", "produced_by", "parent"})
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from mdeploy.passes.checks.gates import Thresholds
 from mdeploy.passes.checks.parity import runnable_inputs
 from mdeploy.passes.core.artifact import Artifact, TensorSpec, content_hash
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.core.fsio import ensure_writable
+from mdeploy.passes.core.fsio import ensure_writable, write_text_atomic
 from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, run_pass
 from mdeploy.passes.prune import measure_sparsity, sparsity_survival
@@ -22,8 +23,9 @@ from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
 from mdeploy.passes.report.journal import ReportJournal
 from mdeploy.passes.report.model import Report, artifact_record
-from mdeploy.passes.report.sections import Quality
+from mdeploy.passes.report.sections import AccuracySearch, LayerErrors, Quality
 from mdeploy.passes.workflows.convert import convert
+from mdeploy.passes.workflows.accuracy import reproducing_recipe
 from mdeploy.passes.workflows.recipe import check_opset
 
 QUANTIZE_FORMATS = ("onnx", "tflite")
@@ -120,17 +122,53 @@ def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset
 
 
 def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
-                      exclude: tuple[str, ...], io: str, activations: str = "uint8"):
+                      exclude: tuple[str, ...], io: str, activations: str = "uint8", symmetric: bool = False):
     if to == "onnx":
         if io != "float":
             raise BadInput("--io applies to --to tflite only", "ONNX int8 models keep float inputs and outputs (QDQ)")
         return QuantizeOnnx(mode=mode, format=format, per_channel=per_channel, method=method, exclude=exclude,
-                            calibration=calibration, activations=activations)
+                            calibration=calibration, activations=activations, symmetric_activations=symmetric)
 
-    if exclude or format != "qdq" or method != "minmax" or not per_channel or activations != "uint8":
-        raise BadInput("--exclude, --format, --method, --per-tensor and --activations apply to --to onnx only",
+    if format != "qdq" or method != "minmax" or not per_channel or activations != "uint8" or symmetric:
+        raise BadInput("--format, --method, --per-tensor, --activations and --symmetric-activations apply to --to onnx only",
                        "the TFLite converter chooses these itself")
-    return QuantizeTflite(mode=mode, io=io, calibration=calibration)
+    if exclude and mode != "int8":
+        raise BadInput("--exclude on --to tflite applies to --mode int8 (it keeps those ops in float)",
+                       "use --mode int8, or drop --exclude")
+    return QuantizeTflite(mode=mode, io=io, calibration=calibration, denylist=tuple(exclude))
+
+
+def budget_thresholds(budget: float | None, thresholds: Thresholds | None, mode: str, debug_layers: bool) -> Thresholds | None:
+    """The gate an --accuracy-budget run is held to: the user's bounds with max_accuracy_drop = the budget."""
+    if (budget is not None or debug_layers) and mode != "int8":
+        raise BadInput(f"--accuracy-budget and --debug-layers apply to --mode int8 (got --mode {mode})",
+                       "use --mode int8, or drop those flags")
+    if budget is None:
+        return thresholds
+    if not 0.0 <= budget < 1.0:
+        raise BadInput(f"--accuracy-budget {budget}: must be a fraction in [0, 1) (0.01 = one point of accuracy)",
+                       "pass e.g. --accuracy-budget 0.01")
+    if thresholds is None or not thresholds.enabled:
+        raise BadInput("--accuracy-budget needs the gate, and --no-gate turns it off", "drop --no-gate")
+    return dataclasses.replace(thresholds, max_accuracy_drop=budget)
+
+
+def _search_and_debug(source_for_pass: Artifact, parent: Artifact, qpass, plan: DataPlan, thresholds, budget, want_debug,
+                      seed: int, stage, ctx: Context):
+    """(the pass to run, the search or None, the layer errors or None), measured in a temporary directory."""
+    from mdeploy.passes.workflows.accuracy import accuracy_search, debug_layers
+
+    search = debug = None
+    with tempfile.TemporaryDirectory(prefix="mdeploy-accuracy-") as work:
+        if budget is not None:
+            search, qpass, notes = accuracy_search(source_for_pass, parent, qpass, plan.heldout, thresholds, budget,
+                                                   Path(work), seed=seed, on_stage=stage)
+            ctx.warnings.extend(notes)
+            debug = search.debug
+        if want_debug and debug is None:
+            stage("measuring each layer's quantization error")
+            debug = debug_layers(source_for_pass, parent, qpass, plan.heldout, Path(work), seed)
+    return qpass, search, debug
 
 
 UNUSABLE_SQNR_DB = 10.0  # noise over a third of the signal's amplitude: the quantized outputs are not the model's
@@ -165,8 +203,14 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
              image=None, batch_size: int = 32,
              opset: int | None = None, thresholds: Thresholds | None = Thresholds(), force: bool = False, seed: int = 0,
              on_stage=None, trusted: bool = False, max_bytes: int | None = None,
-             input_shapes: InputShapes = ()) -> Report:
-    """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json."""
+             input_shapes: InputShapes = (), symmetric_activations: bool = False, debug_layers: bool = False,
+             accuracy_budget: float | None = None) -> Report:
+    """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json.
+
+    `debug_layers` measures the error each layer's quantization adds (passes/quantize/debug.py); `accuracy_budget`
+    (a maximum accuracy drop) searches for the cheapest setting that meets it when plain int8 does not
+    (passes/quantize/search.py), writes the chosen artifact and a recipe that rebuilds it, and gates on the budget.
+    """
 
     stage = on_stage or (lambda text: None)
     if to not in QUANTIZE_FORMATS:
@@ -185,7 +229,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
                        "start from the Keras model or SavedModel (or an ONNX model for --to onnx)")
     out_dir = Path(out_dir)
     qpass = quantization_pass(to, mode, None, method=method, format=format, per_channel=per_channel,
-                              exclude=tuple(exclude), io=io, activations=activations)
+                              exclude=tuple(exclude), io=io, activations=activations, symmetric=symmetric_activations)
+    thresholds = budget_thresholds(accuracy_budget, thresholds, mode, debug_layers)
     ensure_writable(qpass.output_path(Context(out_dir=out_dir)), force)  # before any work
     stage("checking the data")
     plan = plan_data(source.inputs, mode, calibration, validation, samples, image=image, batch_size=batch_size, seed=seed)
@@ -197,6 +242,10 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
         qpass = dataclasses.replace(qpass, calibration=plan.calibration)
         ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage,
                       on_publish=ReportJournal(out_dir, Report.for_source(source).source))
+        search = debug = None
+        if accuracy_budget is not None or debug_layers:
+            qpass, search, debug = _search_and_debug(parent if to == "onnx" else source, parent, qpass, plan,
+                                                      thresholds, accuracy_budget, debug_layers, seed, stage, ctx)
         steps: list = []
         quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
         stage(f"comparing {quantized.name} with {parent.name} on held-out data")
@@ -206,6 +255,17 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
         record.quality = Quality.from_dict(quality)
         record.extra["calibration"] = ({"data": plan.calibration.spec, "samples": plan.calibration_samples,
                                   "method": method if to == "onnx" else "tflite-converter"} if plan.calibration else None)
+        if debug is not None:
+            record.layer_errors = LayerErrors.from_dict(debug.to_dict())
+        if search is not None:
+            recipe_path = out_dir / to / f"{Path(qpass.output_path(ctx)).stem}.recipe.toml"
+            write_text_atomic(recipe_path, reproducing_recipe(to, qpass, calibration, validation, plan.calibration_samples, search))
+            record.accuracy_search = AccuracySearch.from_dict(
+                {**{k: v for k, v in search.to_dict().items() if k != "debug"},
+                 "data": plan.heldout.spec if plan.heldout.take is None else
+                 f"{plan.heldout.spec}[{plan.heldout.skip}:{plan.heldout.skip + plan.heldout.take}]",
+                 "calibration": plan.calibration.spec if plan.calibration else None,
+                 "recipe": str(recipe_path.relative_to(out_dir))})
         survival = sparsity_kept(source, quantized)
         if survival is not None:
             record.sparsity = survival["sparsity_after"]
@@ -221,4 +281,9 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
             if w not in report.warnings:
                 report.warnings.append(w)
         report.save(out_dir)
+        if debug is not None or search is not None:  # the layer chart and search trace live in report.html
+            from mdeploy.passes.report.render import to_html, to_markdown
+
+            write_text_atomic(out_dir / "report.md", to_markdown(report))
+            write_text_atomic(out_dir / "report.html", to_html(report))
         return report

@@ -1,0 +1,276 @@
+"""Per-layer quantization error: which nodes (ONNX) lose the most when quantized, measured on held-out data.
+
+onnxruntime's qdq_loss_debug pairs each float activation with its QDQ twin, but in the *quantized* model every
+tensor already carries the error of all layers before it, so a layer late in the graph looks bad for what earlier
+layers did. Here each layer is isolated instead, in one pass over the data: a probe graph holds the float model and
+a copy of the QDQ model whose every activation QuantizeLinear reads the *float* tensor. Each copied node then sees
+float inputs quantized exactly as the int8 model quantizes them, with its int8 weights, so the difference between
+its output and the float node's output is the error that node's quantization adds (SQNR, relative RMSE, and that
+RMSE in units of the output's quantization scale). The weight error (int8 weights dequantized vs the float ones)
+is reported beside it. Node names are the ones `--exclude` (onnxruntime's nodes_to_exclude) takes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy.calibration.batches import LABELS, CalibrationSource
+from mdeploy.passes.backends.onnxruntime import load_onnx_model, onnx_session
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+PROBE = "mdeploy_probe::"
+
+
+@dataclass
+class LayerError:
+    """One layer's quantization error. Lower SQNR / higher relative RMSE is worse; `rank` 1 is the worst."""
+
+    node: str
+    op: str
+    output: str
+    sqnr_db: float
+    rel_rmse: float
+    scale_rmse: float | None = None  # RMSE of the output error / the output's quantization scale (steps)
+    weight_sqnr_db: float | None = None
+    weight_rel_rmse: float | None = None
+    rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class LayerDebug:
+    """The ranked per-layer errors of one quantized model, and the data and method that measured them."""
+
+    format: str
+    data: str
+    samples: int
+    method: str
+    layers: list[LayerError] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def ranking(self) -> list[str]:
+        return [layer.node for layer in self.layers]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "data": self.data, "samples": self.samples, "method": self.method,
+                "seconds": round(self.seconds, 3), "layers": [layer.to_dict() for layer in self.layers]}
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    if noise_power <= 0:
+        return math.inf
+    if signal_power <= 0:
+        return -math.inf
+    return 10.0 * math.log10(signal_power / noise_power)
+
+
+def rank_layers(layers: list[LayerError]) -> list[LayerError]:
+    """Worst first: by SQNR (ties and non-finite values broken by relative RMSE)."""
+    def key(layer: LayerError):
+        s = layer.sqnr_db
+        return (s if not math.isnan(s) else -math.inf, -layer.rel_rmse)
+
+    ranked = sorted(layers, key=key)
+    for i, layer in enumerate(ranked, 1):
+        layer.rank = i
+    return ranked
+
+
+def _is_activation_q(node, initializers: set[str]) -> bool:
+    return node.op_type == "QuantizeLinear" and node.input[0] not in initializers
+
+
+def quantized_nodes(qdq_model) -> list:
+    """The compute nodes the QDQ model quantized: every non-Q/DQ node that reads a DequantizeLinear output."""
+    dq_out = {o for n in qdq_model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n for n in qdq_model.graph.node if n.op_type not in QDQ_OPS and n.name and any(i in dq_out for i in n.input)]
+
+
+def build_probe(float_model, qdq_model):
+    """The probe graph (see the module docstring) and the (node, op, float tensor, probe tensor) pairs it outputs."""
+    import onnx
+
+    f_graph, q_graph = float_model.graph, qdq_model.graph
+    q_inits = {i.name for i in q_graph.initializer}
+    graph_inputs = {v.name for v in f_graph.input}
+    f_tensors = graph_inputs | {o for n in f_graph.node for o in n.output} | {i.name for i in f_graph.initializer}
+
+    def renamed(name: str) -> str:
+        return name if not name or name in graph_inputs else PROBE + name
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(float_model)
+    g = probe.graph
+    for init in q_graph.initializer:
+        t = g.initializer.add()
+        t.CopyFrom(init)
+        t.name = renamed(init.name)
+    for node in q_graph.node:
+        copy = g.node.add()
+        copy.CopyFrom(node)
+        copy.name = PROBE + node.name if node.name else ""
+        rewire = _is_activation_q(node, q_inits) and node.input[0] in f_tensors
+        copy.input[:] = [x if (rewire and i == 0) else renamed(x) for i, x in enumerate(node.input)]
+        copy.output[:] = [renamed(x) for x in node.output]
+    f_out = {o for n in f_graph.node for o in n.output}
+    # the int8 model quantizes a node's output before anything reads it (and may drop a Relu that the output's
+    # zero point then does), so a copied node's output goes through that same QuantizeLinear/DequantizeLinear
+    output_q = {n.input[0]: n for n in q_graph.node if _is_activation_q(n, q_inits)}
+    pairs = []
+    for node in quantized_nodes(qdq_model):
+        out = node.output[0]
+        if out not in f_out:
+            continue
+        compared = renamed(out)
+        q = output_q.get(out)
+        if q is not None:
+            params = [renamed(x) for x in q.input[1:]]
+            g.node.add().CopyFrom(onnx.helper.make_node("QuantizeLinear", [compared, *params], [compared + "::q"],
+                                                        name=PROBE + node.name + "::q"))
+            g.node.add().CopyFrom(onnx.helper.make_node("DequantizeLinear", [compared + "::q", *params], [compared + "::qdq"],
+                                                        name=PROBE + node.name + "::dq"))
+            compared += "::qdq"
+        pairs.append((node.name, node.op_type, out, compared))
+    known = {v.name for v in g.output}
+    for _, _, f, q in pairs:
+        for name in (f, q):
+            if name not in known:
+                g.output.append(onnx.ValueInfoProto(name=name))
+                known.add(name)
+    # the QDQ model may need newer opsets (or the com.microsoft domain) than the float one
+    have = {o.domain: o for o in probe.opset_import}
+    for o in qdq_model.opset_import:
+        if o.domain not in have:
+            probe.opset_import.add().CopyFrom(o)
+        elif have[o.domain].version < o.version:
+            have[o.domain].version = o.version
+    probe.ir_version = max(float_model.ir_version, qdq_model.ir_version)
+    return probe, pairs
+
+
+def _output_scales(qdq_model) -> dict[str, float]:
+    """tensor -> the scalar scale of the QuantizeLinear that quantizes it (per-tensor activations)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in qdq_model.graph.initializer}
+    out: dict[str, float] = {}
+    for n in qdq_model.graph.node:
+        if n.op_type == "QuantizeLinear" and len(n.input) > 1 and n.input[1] in inits:
+            s = numpy_helper.to_array(inits[n.input[1]])
+            if s.size == 1:
+                out.setdefault(n.input[0], float(s.reshape(())))
+    return out
+
+
+def weight_errors(float_model, qdq_model) -> dict[str, tuple[float, float]]:
+    """node -> (SQNR dB, relative RMSE) of its int8 weights dequantized against the float model's weights."""
+    from onnx import numpy_helper
+
+    q_inits = {i.name: i for i in qdq_model.graph.initializer}
+    f_inits = {i.name: i for i in float_model.graph.initializer}
+    f_nodes = {n.name: n for n in float_model.graph.node if n.name}
+    producers = {o: n for n in qdq_model.graph.node for o in n.output}
+    out: dict[str, tuple[float, float]] = {}
+    for node in quantized_nodes(qdq_model):
+        fnode = f_nodes.get(node.name)
+        if fnode is None:
+            continue
+        for pos, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in q_inits or pos >= len(fnode.input):
+                continue
+            w_name = fnode.input[pos]
+            if w_name not in f_inits or pos == 2:  # the int32 bias is exact enough; weights are what lose bits
+                continue
+            w = numpy_helper.to_array(f_inits[w_name]).astype(np.float64)
+            wq = _dequantize(dq, q_inits)
+            if wq is None or wq.shape != w.shape:
+                continue
+            noise = float(np.sum((w - wq) ** 2))
+            power = float(np.sum(w ** 2))
+            out[node.name] = (sqnr_db(power, noise), math.sqrt(noise / power) if power > 0 else 0.0)
+            break
+    return out
+
+
+def _dequantize(dq, inits) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
+    if len(dq.input) < 2 or dq.input[1] not in inits:
+        return None
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+    zp = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] in inits else 0.0
+    if np.size(scale) > 1:
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+        zp = np.reshape(zp, shape) if np.size(zp) > 1 else zp
+    return (q - zp) * scale
+
+
+def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSource, work: Path,
+                      limit: int | None = None) -> LayerDebug:
+    """Measure every quantized node of `qdq_path` against `float_path` (the model it was quantized from, with the
+    same node and tensor names: quantize with compact_names=False) on up to `limit` samples of `heldout`."""
+    import onnx
+
+    t0 = time.perf_counter()
+    float_model = load_onnx_model(Path(float_path))
+    qdq_model = load_onnx_model(Path(qdq_path))
+    probe, pairs = build_probe(float_model, qdq_model)
+    probe_path = Path(work) / "probe.onnx"
+    onnx.save(probe, str(probe_path))
+    sess = onnx_session(probe_path)
+    input_types = {i.name: i.type for i in sess.get_inputs()}
+    names = sorted({n for _, _, f, q in pairs for n in (f, q)})
+    signal: dict[str, float] = {}
+    noise: dict[str, float] = {}
+    n = counts = 0
+    values: dict[str, np.ndarray] = {}
+    for batch in heldout:
+        feeds = {k: v for k, v in batch.items() if k != LABELS}
+        if limit is not None and n >= limit:
+            break
+        feeds = {k: np.asarray(v, dtype=np.float32 if input_types.get(k) == "tensor(float)" else None) for k, v in feeds.items()}
+        values = dict(zip(names, sess.run(names, feeds)))
+        for node, _, f, q in pairs:
+            if values[f].dtype.kind != "f" or values[f].shape != values[q].shape:
+                continue  # shapes and indices are exact; only float activations lose anything
+            a, b = values[f].astype(np.float64), values[q].astype(np.float64)
+            signal[node] = signal.get(node, 0.0) + float(np.sum(a * a))
+            noise[node] = noise.get(node, 0.0) + float(np.sum((a - b) ** 2))
+        n += len(next(iter(feeds.values())))
+        counts = n
+    del sess
+    scales = _output_scales(qdq_model)
+    weights = weight_errors(float_model, qdq_model)
+    layers = []
+    for node, op, f, _ in pairs:
+        if node not in signal:
+            continue
+        s, e = signal[node], noise[node]
+        size = max(counts, 1)
+        rmse = math.sqrt(e / max(size * _elements_per_sample(f, values), 1))
+        scale = scales.get(f)
+        w = weights.get(node)
+        layers.append(LayerError(node=node, op=op, output=f, sqnr_db=sqnr_db(s, e),
+                                 rel_rmse=math.sqrt(e / s) if s > 0 else (0.0 if e == 0 else math.inf),
+                                 scale_rmse=rmse / scale if scale else None,
+                                 weight_sqnr_db=w[0] if w else None, weight_rel_rmse=w[1] if w else None))
+    return LayerDebug("onnx", heldout.description, n,
+                      "isolated per node: float inputs quantized as the int8 model does, int8 weights, vs the float node",
+                      rank_layers(layers), time.perf_counter() - t0)
+
+
+def _elements_per_sample(name: str, values: dict[str, np.ndarray]) -> int:
+    v = values[name]
+    return int(np.prod(v.shape[1:])) if v.ndim > 1 else 1

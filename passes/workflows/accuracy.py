@@ -1,0 +1,157 @@
+"""Accuracy-aware int8 for `quantize` (and the recipe): `--debug-layers` and the `--accuracy-budget` search, wired to
+the real quantizers and the gate. The search itself is passes/quantize/search.py; the layer measurement is
+passes/quantize/debug.py. Every trial is written to a temporary directory; only the chosen setting is quantized
+into OUTDIR (by the caller, through the normal pass, so the step cache and the report record it like any other).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from mdeploy.passes.checks.gates import Thresholds
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.pipeline import Context
+from mdeploy.passes.quantize import quantization_quality
+from mdeploy.passes.quantize.debug import LayerDebug, onnx_layer_errors
+from mdeploy.passes.quantize.onnx import QuantizeOnnx, pre_process
+from mdeploy.passes.quantize.search import Knobs, SearchResult, Trial, budget_search, knob_candidates
+
+
+def knobs_of(qpass) -> Knobs:
+    if isinstance(qpass, QuantizeOnnx):
+        return Knobs(qpass.method, qpass.per_channel, qpass.symmetric_activations)
+    return Knobs("minmax", qpass.per_channel, False)
+
+
+def with_knobs(qpass, knobs: Knobs, exclude: tuple[str, ...]):
+    if isinstance(qpass, QuantizeOnnx):
+        return dataclasses.replace(qpass, method=knobs.method, per_channel=knobs.per_channel,
+                                   symmetric_activations=knobs.symmetric, exclude=exclude)
+    return dataclasses.replace(qpass, per_channel=knobs.per_channel, denylist=exclude)
+
+
+def knob_options(qpass) -> list[Knobs]:
+    """ONNX Runtime offers every knob; the TFLite converter only per-channel vs per-tensor weights (its calibration
+    is min/max and its int8 activations asymmetric by the TFLite spec)."""
+    base = knobs_of(qpass)
+    if isinstance(qpass, QuantizeOnnx):
+        return knob_candidates(base)
+    return [Knobs(base.method, not base.per_channel, base.symmetric)]
+
+
+def trial_from_quality(stage: str, knobs: Knobs, exclude: tuple[str, ...], quality: dict[str, Any], seconds: float) -> Trial:
+    failures = quality.get("failures") or []
+    first = failures[0] if failures else None
+    text = f"{first['metric']} = {first['value']:.4g} (bound {first['threshold']:.4g})" if first else ""
+    return Trial(stage, knobs, exclude, bool(quality.get("passed")), quality.get("accuracy_drop"),
+                 quality.get("sqnr_db"), text, seconds)
+
+
+class LayerSearch:
+    """Quantize-and-gate trials and the layer ranking for one float parent, every file in `work`.
+
+    `source` is what the pass quantizes (the ONNX parent itself; the Keras model or SavedModel for TFLite) and
+    `parent` the float artifact in the target format that every trial is compared with."""
+
+    def __init__(self, source: Artifact, parent: Artifact, qpass, heldout, thresholds: Thresholds, work: Path,
+                 seed: int = 0):
+        self.source, self.parent, self.qpass, self.heldout, self.thresholds = source, parent, qpass, heldout, thresholds
+        self.work, self.seed = Path(work), seed
+        self.count = 0
+        self.warnings: list[str] = []
+        self._pre: Artifact | None = None
+        self.suffix = ".onnx" if isinstance(qpass, QuantizeOnnx) else ".tflite"
+
+    def _quantize(self, qpass, source: Artifact, file_name: str) -> Artifact:
+        ctx = Context(out_dir=self.work, force=True, seed=self.seed)
+        out = dataclasses.replace(qpass, file_name=file_name).run(source, ctx)
+        self.warnings.extend(w for w in ctx.warnings if w not in self.warnings)
+        return out
+
+    def evaluate(self, stage: str, knobs: Knobs, exclude: tuple[str, ...]) -> Trial:
+        self.count += 1
+        t0 = time.perf_counter()
+        candidate = self._quantize(with_knobs(self.qpass, knobs, exclude), self.source, f"trial-{self.count}{self.suffix}")
+        quality = quantization_quality(self.parent, candidate, self.heldout.open(self.parent.inputs), self.thresholds)
+        return trial_from_quality(stage, knobs, exclude, quality, time.perf_counter() - t0)
+
+    def preprocessed(self) -> Artifact:
+        """The float ONNX graph the quantizer sees (the same node and tensor names as its output)."""
+        if self._pre is None:
+            from mdeploy.passes.quantize.onnx_prepare import prepare_for_quantization
+
+            prep = self.work / "prep"
+            prep.mkdir(parents=True, exist_ok=True)
+            source, _ = prepare_for_quantization(Path(self.parent.path), prep)
+            path = pre_process(source, prep, self.warnings.append)
+            self._pre = dataclasses.replace(self.parent, path=path, name=f"{self.parent.name}-preprocessed")
+        return self._pre
+
+    def rank(self, knobs: Knobs, exclude: tuple[str, ...] = ()) -> LayerDebug:
+        qpass = with_knobs(self.qpass, knobs, exclude)
+        if isinstance(qpass, QuantizeOnnx):
+            pre = self.preprocessed()
+            qdq = self._quantize(dataclasses.replace(qpass, compact_names=False), pre, "debug.onnx")
+            return onnx_layer_errors(Path(pre.path), Path(qdq.path), self.heldout.open(self.parent.inputs), self.work)
+        from mdeploy.passes.quantize.tflite_debug import tflite_layer_errors
+
+        return tflite_layer_errors(self.source, qpass, self.heldout.open(self.parent.inputs), self.work)
+
+
+def debug_layers(source: Artifact, parent: Artifact, qpass, heldout, work: Path, seed: int = 0) -> LayerDebug:
+    """`--debug-layers` alone: the per-layer errors of the int8 model `qpass` makes."""
+    search = LayerSearch(source, parent, qpass, heldout, Thresholds(enabled=False), work, seed)
+    return search.rank(knobs_of(qpass), user_exclusions(qpass))
+
+
+def user_exclusions(qpass) -> tuple[str, ...]:
+    return tuple(qpass.exclude if isinstance(qpass, QuantizeOnnx) else qpass.denylist)
+
+
+def accuracy_search(source: Artifact, parent: Artifact, qpass, heldout, thresholds: Thresholds, budget: float,
+                    work: Path, *, seed: int = 0, on_stage=None) -> tuple[SearchResult, Any, list[str]]:
+    """Run the budget search; return it, the pass that reproduces the chosen artifact, and warnings.
+    Layers the user excluded stay excluded: the search adds to them."""
+    search = LayerSearch(source, parent, qpass, heldout, dataclasses.replace(thresholds, max_accuracy_drop=budget, enabled=True),
+                         work, seed)
+    base = user_exclusions(qpass)
+
+    def evaluate(stage: str, knobs: Knobs, exclude: tuple[str, ...]) -> Trial:
+        t = search.evaluate(stage, knobs, tuple(dict.fromkeys(base + exclude)))
+        t.exclude = exclude
+        return t
+
+    result = budget_search(evaluate, lambda k: search.rank(k, base), knobs_of(qpass), budget,
+                           knobs=knob_options(qpass), on_stage=on_stage)
+    chosen = with_knobs(qpass, result.best.knobs, tuple(dict.fromkeys(base + result.best.exclude)))
+    return result, chosen, search.warnings
+
+
+def reproducing_recipe(to: str, chosen, calibration: str | None, validation: str | None, samples: int,
+                       result: SearchResult | None) -> str:
+    """A TOML recipe for `mdeploy optimize --recipe` (and a comment with the `quantize` command) that rebuilds the
+    chosen artifact without searching again."""
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["# Written by mdeploy's --accuracy-budget search: rebuilds the chosen int8 artifact without searching.",
+             f"# budget: {result.budget}, met: {result.met}; {result.note}" if result else "#",
+             "target = \"cloud\"" if to == "onnx" else "target = \"edge\""]
+    if calibration:
+        lines.append(f"calibration = {q(calibration)}")
+    if validation:
+        lines.append(f"validation = {q(validation)}")
+    lines += ["", "[quantize]", f"{to} = [\"int8\"]", f"{'tflite' if to == 'onnx' else 'onnx'} = []",
+              f"samples = {samples}"]
+    if to == "onnx":
+        lines += [f"method = {q(chosen.method)}", f"per_channel = {'true' if chosen.per_channel else 'false'}",
+                  f"activations = {q(chosen.activations)}",
+                  f"symmetric_activations = {'true' if chosen.symmetric_activations else 'false'}",
+                  "exclude = [" + ", ".join(q(e) for e in chosen.exclude) + "]"]
+    else:
+        lines += ["denylist = [" + ", ".join(q(e) for e in chosen.denylist) + "]"]
+    if result is not None and result.budget is not None:
+        lines += ["", "[validate]", f"max_accuracy_drop = {result.budget}"]
+    return "\n".join(lines) + "\n"
