@@ -164,3 +164,22 @@ def mobilenet_model() -> Path:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build()
+
+
+# --------------------------------------------------------------------------- accuracy-aware quantization (issue 15)
+
+@pytest.fixture(scope="session")
+def outlier_model(tmp_path_factory) -> Path:
+    """A digits classifier with a few huge outlier channels in one hidden layer (tests/benchmarks/outlier_model.py):
+    plain int8 collapses, keeping two of its ~20 quantized layers in float recovers it. A directory with
+    outlier.keras, outlier_calibration.npz and outlier_validation.npz."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+    try:
+        from outlier_model import build
+    finally:
+        sys.path.pop(0)
+    out = tmp_path_factory.mktemp("outlier")
+    build(out)
+    return out

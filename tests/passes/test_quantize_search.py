@@ -1,0 +1,75 @@
+"""The accuracy-budget search (passes/quantize/search.py) on scripted evaluations, and the layer ranking."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mdeploy.passes.quantize.debug import LayerDebug, LayerError, rank_layers, sqnr_db
+from mdeploy.passes.quantize.search import Knobs, Trial, budget_search, knob_candidates
+
+LAYERS = [f"n{i}" for i in range(32)]
+
+
+def scripted(needed: set[str], good_knobs: Knobs | None = None, order: list[str] | None = None):
+    """An evaluate/rank pair: the gate passes when every `needed` layer is in float (or the knobs are `good_knobs`);
+    the ranking lists `order` (worst first)."""
+    calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def evaluate(stage: str, knobs: Knobs, exclude: tuple[str, ...]) -> Trial:
+        calls.append((stage, exclude))
+        ok = needed <= set(exclude) or knobs == good_knobs
+        drop = 0.0 if ok else 0.5 - 0.01 * len(set(exclude) & needed) - 0.001 * len(exclude)
+        return Trial(stage, knobs, exclude, ok, drop, 30.0 if ok else 3.0)
+
+    def rank(knobs: Knobs) -> LayerDebug:
+        names = order or LAYERS
+        return LayerDebug("onnx", "data", 10, "scripted",
+                          [LayerError(n, "Gemm", n, float(i), 0.1, rank=i + 1) for i, n in enumerate(names)])
+
+    return evaluate, rank, calls
+
+
+def test_finds_the_needed_layers_within_the_evaluation_bound():
+    order = ["n7", "n3", "n12", *[n for n in LAYERS if n not in ("n7", "n3", "n12")]]
+    evaluate, rank, calls = scripted({"n7", "n12"}, order=order)
+    result = budget_search(evaluate, rank, Knobs(), 0.01)
+    assert result.met and set(result.best.exclude) == {"n7", "n12"}
+    assert result.knob_trials == 1 + len(knob_candidates(Knobs()))
+    assert result.full_evaluations <= math.log2(len(LAYERS)) + len(result.best.exclude) + 2
+    assert len({(s, frozenset(e)) for s, e in calls if s not in ("baseline", "knob")}) == result.full_evaluations
+    d = result.to_dict()
+    assert d["chosen"]["kept_float"] == 2 and d["layers"] == len(LAYERS) and len(d["trials"]) == len(calls)
+
+
+def test_a_cheap_knob_that_passes_ends_the_search_before_any_ranking():
+    good = Knobs("entropy", True, False)
+    evaluate, _, calls = scripted({"n1"}, good_knobs=good)
+
+    def rank(knobs):  # pragma: no cover - must not run
+        raise AssertionError("ranked although a knob passed")
+
+    result = budget_search(evaluate, rank, Knobs(), 0.01)
+    assert result.met and result.best.knobs == good and result.best.exclude == () and result.full_evaluations == 0
+    assert "entropy" in result.note
+
+
+def test_when_no_subset_meets_the_budget_the_best_trial_is_kept_and_it_says_so():
+    evaluate, rank, _ = scripted({"missing-from-the-ranking"})
+    result = budget_search(evaluate, rank, Knobs(), 0.01)
+    assert not result.met and "no subset" in result.note
+    assert result.best.stage == "all-float"  # the closest to the budget: every ranked layer in float
+    assert result.full_evaluations == 1
+
+
+def test_plain_int8_that_passes_is_not_searched():
+    evaluate, rank, calls = scripted(set())
+    result = budget_search(evaluate, rank, Knobs(), 0.01)
+    assert result.met and len(calls) == 1 and result.best.stage == "baseline"
+
+
+def test_ranking_puts_the_lowest_sqnr_first_and_measures_sqnr_in_db():
+    layers = rank_layers([LayerError("a", "Conv", "a", 40.0, 0.01), LayerError("b", "Gemm", "b", 2.0, 0.8),
+                          LayerError("c", "Gemm", "c", math.inf, 0.0)])
+    assert [x.node for x in layers] == ["b", "a", "c"] and [x.rank for x in layers] == [1, 2, 3]
+    assert sqnr_db(100.0, 1.0) == pytest.approx(20.0) and sqnr_db(1.0, 0.0) == math.inf
