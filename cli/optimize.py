@@ -60,6 +60,8 @@ def optimize_cli(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step instead of reusing cached results.")] = False,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where step results are cached. [default: OUTDIR/.mdeploy-cache]")] = None,
     no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the latency benchmark.")] = False,
+    accuracy_budget: Annotated[float | None, typer.Option("--accuracy-budget", help="int8: the largest accuracy drop (fraction) to accept; an int8 artifact that misses it is searched (calibration knobs, then the fewest layers in float). Sets --max-accuracy-drop.")] = None,
+    debug_layers: Annotated[bool, typer.Option("--debug-layers", help="int8: measure and rank the error each layer's quantization adds (report.html charts it).")] = False,
     image_size: ImageSizeOpt = None,
     image_scale: ImageScaleOpt = None,
     image_mean: ImageMeanOpt = None,
@@ -77,7 +79,8 @@ def optimize_cli(
                  "validate.max_rel_error": max_rel_error, "validate.strict": strict or None, "jobs": jobs,
                  "cache_dir": str(cache_dir) if cache_dir else None, "images.size": image_size,
                  "images.scale": image_scale, "images.mean": image_mean, "images.std": image_std,
-                 "images.layout": image_layout, "images.color": image_color}
+                 "images.layout": image_layout, "images.color": image_color,
+                 "quantize.accuracy_budget": accuracy_budget, "quantize.debug_layers": debug_layers or None}
     if no_cache:
         overrides["cache"] = False
     if no_bench:
@@ -98,5 +101,12 @@ def optimize_cli(
         for w in report.warnings:
             warn(w)
         stdout.print(to_table(report))
+        from mdeploy.passes.report.render import accuracy_search_lines, layer_table
+
+        for record in report.artifacts:
+            if record.layer_errors is not None:
+                stdout.print(layer_table(record))
+            for line in accuracy_search_lines(record):
+                stdout.print(line, highlight=False)
         stdout.print(f"reports: {out_dir / 'report.json'}, report.md, report.html", highlight=False)
     raise_for_verdict(report.verdict)

@@ -39,6 +39,10 @@ class LayerError:
     weight_sqnr_db: float | None = None
     weight_rel_rmse: float | None = None
     rank: int = 0
+    # what the ranking used: the worse of this layer's own SQNR and its consumers' (a tensor stays in float only
+    # when its producer and its consumers do, so a consumer hurt by this layer's output ranks this layer with it)
+    rank_sqnr_db: float | None = None
+    via: str | None = None  # the consumer whose error ranked this layer, when it is not the layer's own
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -71,13 +75,22 @@ def sqnr_db(signal_power: float, noise_power: float) -> float:
     return 10.0 * math.log10(signal_power / noise_power)
 
 
-def rank_layers(layers: list[LayerError]) -> list[LayerError]:
-    """Worst first: by SQNR (ties and non-finite values broken by relative RMSE)."""
-    def key(layer: LayerError):
-        s = layer.sqnr_db
-        return (s if not math.isnan(s) else -math.inf, -layer.rel_rmse)
+def rank_layers(layers: list[LayerError], producers: dict[str, set[str]] | None = None) -> list[LayerError]:
+    """Worst first. A layer ranks by the worse of its own SQNR and that of the layers reading its output
+    (`producers`: layer -> the layers whose outputs it reads); ties put the layer that erred itself first."""
+    def own(layer: LayerError) -> float:
+        return layer.sqnr_db if not math.isnan(layer.sqnr_db) else -math.inf
 
-    ranked = sorted(layers, key=key)
+    by_name = {layer.node: layer for layer in layers}
+    for layer in layers:
+        layer.rank_sqnr_db, layer.via = own(layer), None
+    for consumer, sources in (producers or {}).items():
+        c = by_name.get(consumer)
+        for name in sources:
+            p = by_name.get(name)
+            if c is not None and p is not None and own(c) < p.rank_sqnr_db:
+                p.rank_sqnr_db, p.via = own(c), consumer
+    ranked = sorted(layers, key=lambda x: (x.rank_sqnr_db, own(x), -x.rel_rmse))
     for i, layer in enumerate(ranked, 1):
         layer.rank = i
     return ranked
@@ -91,6 +104,21 @@ def quantized_nodes(qdq_model) -> list:
     """The compute nodes the QDQ model quantized: every non-Q/DQ node that reads a DequantizeLinear output."""
     dq_out = {o for n in qdq_model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return [n for n in qdq_model.graph.node if n.op_type not in QDQ_OPS and n.name and any(i in dq_out for i in n.input)]
+
+
+def layer_producers(qdq_model) -> dict[str, set[str]]:
+    """quantized node -> the quantized nodes whose outputs it reads (through their QuantizeLinear/DequantizeLinear)."""
+    producer = {o: n for n in qdq_model.graph.node for o in n.output}
+    names = {n.name for n in quantized_nodes(qdq_model)}
+    out: dict[str, set[str]] = {}
+    for node in quantized_nodes(qdq_model):
+        for x in node.input:
+            src = producer.get(x)
+            while src is not None and src.op_type in QDQ_OPS:
+                src = producer.get(src.input[0])
+            if src is not None and src.name in names:
+                out.setdefault(node.name, set()).add(src.name)
+    return out
 
 
 def build_probe(float_model, qdq_model):
@@ -268,7 +296,7 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSour
                                  weight_sqnr_db=w[0] if w else None, weight_rel_rmse=w[1] if w else None))
     return LayerDebug("onnx", heldout.description, n,
                       "isolated per node: float inputs quantized as the int8 model does, int8 weights, vs the float node",
-                      rank_layers(layers), time.perf_counter() - t0)
+                      rank_layers(layers, layer_producers(qdq_model)), time.perf_counter() - t0)
 
 
 def _elements_per_sample(name: str, values: dict[str, np.ndarray]) -> int:

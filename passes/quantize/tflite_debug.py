@@ -51,8 +51,10 @@ def debug_dataset(source: CalibrationSource, names: list[str], limit: int | None
     return generate
 
 
-def tflite_layer_errors(source: Artifact, qpass, heldout: CalibrationSource, work: Path, limit: int | None = None) -> LayerDebug:
-    """Measure every quantized op of the int8 TFLite model `qpass` makes from `source` on up to `limit` held-out samples."""
+def tflite_layer_errors(source: Artifact, qpass, heldout: CalibrationSource, work: Path, limit: int | None = None,
+                        float_tflite: Path | None = None) -> LayerDebug:
+    """Measure every quantized op of the int8 TFLite model `qpass` makes from `source` on up to `limit` held-out samples;
+    with `float_tflite` (the float model converted from the same source) also each op's weight error."""
     from mdeploy.passes.convert import tflite_converter
 
     tf = import_tf()
@@ -79,6 +81,10 @@ def tflite_layer_errors(source: Artifact, qpass, heldout: CalibrationSource, wor
             debugger.run()
         buf = io.StringIO()
         debugger.layer_statistics_dump(buf)
+        plain = workdir / "int8.tflite"
+        plain.write_bytes(debugger.get_nondebug_quantized_model())
+        producers = op_producers(plain)
+        weights = weight_errors(float_tflite, plain) if float_tflite is not None else {}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     layers = []
@@ -88,7 +94,76 @@ def tflite_layer_errors(source: Artifact, qpass, heldout: CalibrationSource, wor
         layers.append(LayerError(node=row["tensor_name"], op=row["op_name"], output=row["tensor_name"],
                                  sqnr_db=sqnr_db(signal, noise),
                                  rel_rmse=math.sqrt(noise / signal) if signal > 0 else (0.0 if noise == 0 else math.inf),
-                                 scale_rmse=rmse / scale if scale else None))
+                                 scale_rmse=rmse / scale if scale else None,
+                                 weight_sqnr_db=weights.get(row["tensor_name"], (None, None))[0],
+                                 weight_rel_rmse=weights.get(row["tensor_name"], (None, None))[1]))
     return LayerDebug("tflite", heldout.description, samples,
                       "tf.lite.experimental.QuantizationDebugger: each int8 op vs the float op on its dequantized inputs",
-                      rank_layers(layers), time.perf_counter() - t0)
+                      rank_layers(layers, producers), time.perf_counter() - t0)
+
+
+def op_producers(path: Path) -> dict[str, set[str]]:
+    """op (its output tensor name) -> the ops whose outputs it reads, in the int8 model at `path`
+    (through QUANTIZE/DEQUANTIZE ops)."""
+    from mdeploy.passes.backends.litert import litert_interpreter, litert_ops
+
+    interp = litert_interpreter(path)
+    ops = litert_ops(interp)
+    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    producer = {int(o): op for op in ops for o in op["outputs"]}
+
+    def source(index: int):
+        op = producer.get(index)
+        while op is not None and op["op_name"] in ("QUANTIZE", "DEQUANTIZE") and len(op["inputs"]):
+            op = producer.get(int(op["inputs"][0]))
+        return op
+
+    out: dict[str, set[str]] = {}
+    for op in ops:
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE") or not len(op["outputs"]):
+            continue
+        srcs = {names.get(int(src["outputs"][0])) for i in op["inputs"] if (src := source(int(i))) is not None}
+        if srcs - {None}:
+            out[names.get(int(op["outputs"][0]))] = srcs - {None}
+    return out
+
+
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
+
+
+def _weights_by_op(path: Path) -> dict[str, tuple[np.ndarray, dict]]:
+    from mdeploy.passes.backends.litert import litert_interpreter, litert_ops
+
+    interp = litert_interpreter(path)
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    out = {}
+    for op in litert_ops(interp):
+        if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1 and len(op["outputs"]):
+            w = details.get(int(op["inputs"][1]))
+            try:
+                out[details[int(op["outputs"][0])]["name"]] = (np.asarray(interp.get_tensor(w["index"])), w)
+            except (ValueError, KeyError, TypeError):  # not a constant: no weight to compare
+                continue
+    return out
+
+
+def weight_errors(float_path: Path, int8_path: Path) -> dict[str, tuple[float, float]]:
+    """op -> (SQNR dB, relative RMSE) of its int8 weights dequantized (per channel) against the float model's."""
+    floats, ints = _weights_by_op(float_path), _weights_by_op(int8_path)
+    out = {}
+    for name, (q, detail) in ints.items():
+        if name not in floats or q.dtype.kind not in "iu" or floats[name][0].shape != q.shape:
+            continue
+        params = detail.get("quantization_parameters") or {}
+        scales, zps = np.asarray(params.get("scales", [])), np.asarray(params.get("zero_points", []))
+        if scales.size == 0:
+            continue
+        shape = [1] * q.ndim
+        axis = int(params.get("quantized_dimension", 0))
+        if scales.size > 1:
+            shape[axis] = -1
+        deq = (q.astype(np.float64) - zps.reshape(shape if zps.size > 1 else [1] * q.ndim)) * scales.reshape(shape)
+        w = floats[name][0].astype(np.float64)
+        noise, power = float(np.sum((w - deq) ** 2)), float(np.sum(w ** 2))
+        out[name] = (sqnr_db(power, noise), math.sqrt(noise / power) if power > 0 else 0.0)
+    return out

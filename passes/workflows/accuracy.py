@@ -6,6 +6,7 @@ into OUTDIR (by the caller, through the normal pass, so the step cache and the r
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,8 @@ class LayerSearch:
             return onnx_layer_errors(Path(pre.path), Path(qdq.path), self.heldout.open(self.parent.inputs), self.work)
         from mdeploy.passes.quantize.tflite_debug import tflite_layer_errors
 
-        return tflite_layer_errors(self.source, qpass, self.heldout.open(self.parent.inputs), self.work)
+        return tflite_layer_errors(self.source, qpass, self.heldout.open(self.parent.inputs), self.work,
+                                   float_tflite=Path(self.parent.path))
 
 
 def debug_layers(source: Artifact, parent: Artifact, qpass, heldout, work: Path, seed: int = 0) -> LayerDebug:
@@ -155,3 +157,83 @@ def reproducing_recipe(to: str, chosen, calibration: str | None, validation: str
     if result is not None and result.budget is not None:
         lines += ["", "[validate]", f"max_accuracy_drop = {result.budget}"]
     return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass
+class Searched:
+    """What --debug-layers / --accuracy-budget found for one int8 artifact, and how to put it in its report record."""
+
+    to: str
+    search: SearchResult | None
+    debug: LayerDebug | None
+    chosen: Any
+    data: str
+    calibration: str | None
+    samples: int
+
+    def attach(self, record, out_dir: Path) -> None:
+        from mdeploy.passes.core.fsio import write_text_atomic
+        from mdeploy.passes.report.sections import AccuracySearch, LayerErrors
+
+        if self.debug is not None:
+            record.layer_errors = LayerErrors.from_dict(self.debug.to_dict())
+        if self.search is None:
+            return
+        stem = Path(record.path).name.rsplit(".", 1)[0]
+        recipe_path = Path(out_dir) / self.to / f"{stem}.recipe.toml"
+        write_text_atomic(recipe_path, reproducing_recipe(self.to, self.chosen, self.calibration, None, self.samples,
+                                                          self.search))
+        record.accuracy_search = AccuracySearch.from_dict(
+            {**{k: v for k, v in self.search.to_dict().items() if k != "debug"}, "data": self.data,
+             "calibration": self.calibration, "recipe": str(recipe_path.relative_to(out_dir))})
+
+
+def optimize_searches(produced: dict[str, Artifact], inputs: dict[str, Artifact], recipe, ctx: Context, steps: list,
+                      image, stage) -> dict[str, Searched]:
+    """optimize's int8 artifacts searched (and/or measured per layer) as `quantize` does; a chosen setting that differs
+    from the recipe's is quantized into the artifact's place (a step of its own), so validation and bench see it."""
+    from mdeploy.calibration.sources import DataSpec
+    from mdeploy.passes.core.pipeline import run_pass
+    from mdeploy.passes.quantize.tflite import QuantizeTflite
+
+    q, v = recipe.quantize, recipe.validate
+    spec = recipe.validation or recipe.calibration
+    if spec is None or spec == "random" or recipe.calibration is None:
+        ctx.warn("--accuracy-budget / --debug-layers need calibration and labelled validation data: skipped")
+        return {}
+    heldout = DataSpec(spec, image=image)
+    calibration = DataSpec(recipe.calibration, take=q.samples, image=image)
+    thresholds = Thresholds(max_accuracy_drop=v.max_accuracy_drop, min_agreement=v.min_agreement,
+                            max_abs_error=v.max_abs_error, min_sqnr=v.min_sqnr, max_rel_error=v.max_rel_error)
+    base = inputs.get("pruned") or inputs["source"]
+    found: dict[str, Searched] = {}
+    for name in ("onnx-int8", "tflite-int8"):
+        artifact = produced.get(name)
+        if artifact is None:
+            continue
+        if name == "onnx-int8":
+            parent = produced.get("onnx-sim") or produced.get("onnx") or base
+            source = parent
+            qpass: Any = QuantizeOnnx(mode="int8", format=q.format, per_channel=q.per_channel, method=q.method,
+                                      exclude=q.exclude, activations=q.activations,
+                                      symmetric_activations=q.symmetric_activations, calibration=calibration)
+        else:
+            parent, source = produced.get("tflite"), produced.get("savedmodel") or base
+            if parent is None:
+                continue
+            qpass = QuantizeTflite(mode="int8", io=q.io, denylist=q.denylist, calibration=calibration)
+        search = debug = None
+        chosen = qpass
+        with tempfile.TemporaryDirectory(prefix="mdeploy-accuracy-") as work:
+            if q.accuracy_budget is not None:
+                search, chosen, notes = accuracy_search(source, parent, qpass, heldout, thresholds, q.accuracy_budget,
+                                                        Path(work), seed=ctx.seed, on_stage=stage)
+                ctx.warnings.extend(n for n in notes if n not in ctx.warnings)
+                debug = search.debug
+            if q.debug_layers and debug is None:
+                stage(f"measuring each layer's quantization error ({name})")
+                debug = debug_layers(source, parent, qpass, heldout, Path(work), ctx.seed)
+        if chosen != qpass:
+            produced[name] = run_pass(chosen, source, dataclasses.replace(ctx, force=True), steps)
+        found[name] = Searched(name.split("-")[0], search, debug, chosen, spec, recipe.calibration, q.samples)
+    return found

@@ -162,6 +162,7 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
                 onnx_nodes.append(Node(f"onnx-{mode}", QuantizeOnnx(mode=mode, format=q.format, per_channel=q.per_channel,
                                                                    method=q.method, exclude=q.exclude,
                                                                    activations=q.activations,
+                                                                   symmetric_activations=q.symmetric_activations,
                                                                    calibration=calibration if mode == "int8" else None), last))
         branches["onnx"] = onnx_nodes
     tf_nodes: list[Node] = []
@@ -174,6 +175,7 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
         if q.tflite:
             for mode in q.tflite:
                 tf_nodes.append(Node(f"tflite-{mode}", QuantizeTflite(mode=mode, io=q.io,
+                                                                     denylist=q.denylist if mode == "int8" else (),
                                                                      calibration=calibration if mode == "int8" else None),
                                      tflite_input))
     if tf_nodes:
@@ -216,6 +218,9 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
         recipe = dataclasses.replace(recipe, target="cloud")  # no TFLite route from ONNX: the default follows the source
     stage("checking the data")
     check_data(recipe, source)
+    if recipe.quantize.accuracy_budget is not None:  # the budget is the gate's accuracy bound
+        recipe = dataclasses.replace(recipe, validate=dataclasses.replace(
+            recipe.validate, max_accuracy_drop=recipe.quantize.accuracy_budget))
     name = recipe.name or name_from_file(model)  # recipe.name was checked by recipe.check
     plan_warnings: list[str] = []
     prelude, branches = build_plan(source, recipe, name, plan_warnings)
@@ -247,6 +252,11 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
             steps += res.steps
             failures.update(res.failures)
             produced.update(res.artifacts)
+        searched = {}
+        if recipe.quantize.accuracy_budget is not None or recipe.quantize.debug_layers:
+            from mdeploy.passes.workflows.accuracy import optimize_searches
+
+            searched = optimize_searches(produced, inputs, recipe, ctx, steps, image_options(recipe), stage)
         report.add_steps(steps)
         report.warnings.extend(ctx.warnings)
         for key, reason in failures.items():
@@ -264,6 +274,8 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
             if "pruned" in produced and a.precision != "float32":
                 record.extra["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
                 record.sparsity = survival["sparsity_after"]
+            if a.name in searched:
+                searched[a.name].attach(record, out_dir)
             report.add_artifact(record)
 
         _validate(report, source, artifacts, recipe, out_dir, results, stage)

@@ -55,9 +55,13 @@ class QuantizeSettings:
     per_channel: bool = True
     format: str = "qdq"
     activations: str = "uint8"
-    exclude: tuple[str, ...] = ()
+    symmetric_activations: bool = False
+    exclude: tuple[str, ...] = ()  # ONNX nodes or op types kept in float
+    denylist: tuple[str, ...] = ()  # TFLite ops (output tensor names) or op types kept in float
     io: str = "float"
     samples: int = 300
+    accuracy_budget: float | None = None  # max accuracy drop; int8 that misses it is searched (see --accuracy-budget)
+    debug_layers: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,10 @@ def check(recipe: Recipe) -> Recipe:
     _at_least(b.batch, 1, "bench.batch")
     _at_least(b.threads, 1, "bench.threads", optional=True)
     _at_least(recipe.quantize.samples, 1, "quantize.samples")
+    budget = recipe.quantize.accuracy_budget
+    if budget is not None and not 0.0 <= budget < 1.0:
+        raise BadInput(f"recipe key 'quantize.accuracy_budget' must be a fraction in [0, 1), got {budget}",
+                       "0.01 is one point of accuracy")
     _at_least(recipe.prune.epochs, 1, "prune.epochs")
     return recipe
 
