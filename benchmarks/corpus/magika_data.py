@@ -9,7 +9,6 @@ at most PER_LABEL per label, deterministically shuffled, then split in two halve
 """
 from __future__ import annotations
 
-import json
 import random
 import sys
 import sysconfig
@@ -25,6 +24,12 @@ LABELS = {".py": "python", ".c": "c", ".h": "c", ".cpp": "cpp", ".cc": "cpp", ".
           ".csv": "csv", ".rst": "rst", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".pdf": "pdf",
           ".tex": "latex", ".go": "go", ".rs": "rust", ".java": "java", ".lua": "lua", ".sql": "sql", ".txt": "txt",
           ".bz2": "bzip", ".xz": "xz", ".so": "elf", ".whl": "zip", ".ico": "ico", ".tcl": "tcl", ".patch": "diff"}
+# the output index of each label in magika 1.0.3's standard_v3_3 model (its config.min.json target_labels_space)
+MODEL_CLASSES = {"bzip": 16, "c": 17, "cpp": 26, "css": 31, "csv": 32, "diff": 37, "elf": 46, "gif": 58, "go": 61,
+                 "gzip": 64, "html": 71, "ico": 73, "ini": 76, "java": 81, "javascript": 83, "jpeg": 86, "json": 87,
+                 "latex": 91, "lua": 95, "markdown": 100, "pdf": 127, "pem": 129, "perl": 130, "png": 133, "python":
+                 143, "pythonbytecode": 144, "rst": 153, "ruby": 155, "rust": 156, "shell": 161, "sql": 165, "svg":
+                 172, "tcl": 176, "toml": 181, "txt": 186, "xml": 206, "xz": 208, "yaml": 209, "zip": 212}
 ROOTS = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], "/usr/share", "/usr/include", "/usr/lib"]
 
 
@@ -45,10 +50,11 @@ def features(path: Path) -> list[int] | None:
     return list(beg) + [PAD] * (BEG - len(beg)) + [PAD] * (END - len(end)) + list(end)
 
 
-def build(out_dir: Path, model_labels: list[str], seed: int = 0) -> dict:
+def build(out_dir: Path, seed: int = 0) -> dict:
     import numpy as np
 
-    index = {label: i for i, label in enumerate(model_labels)}
+    index = MODEL_CLASSES
+    names = {i: label for label, i in index.items()}
     by_label: dict[str, list[Path]] = {}
     for root in ROOTS:
         for p in sorted(Path(root).rglob("*")) if Path(root).is_dir() else []:
@@ -79,14 +85,8 @@ def build(out_dir: Path, model_labels: list[str], seed: int = 0) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "magika_calibration.npz", bytes=x[:half], labels=y[:half])
     np.savez(out_dir / "magika_validation.npz", bytes=x[half:], labels=y[half:])
-    return {"samples": len(x), "labels": sorted({model_labels[i] for i in ys})}
+    return {"samples": len(x), "labels": sorted({names[i] for i in ys})}
 
 
 if __name__ == "__main__":
-    here = Path(__file__).resolve().parent
-    cache = here.parents[1] / "sample_models" / ".cache" / "corpus"
-    config = sys.argv[2] if len(sys.argv) > 2 else None
-    labels = json.loads(Path(config).read_text())["target_labels_space"] if config else None
-    if labels is None:
-        sys.exit("usage: magika_data.py OUTDIR CONFIG.min.json (magika's model config, from its wheel)")
-    print(build(Path(sys.argv[1]), labels))
+    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("magika-data")))
