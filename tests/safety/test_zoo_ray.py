@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -151,14 +152,17 @@ def _run_with_losses(tmp_path, tiny, marker, models: str, ray_args: list[str], *
 def test_ray_zoo_matches_local_and_a_lost_worker_loses_no_finished_model(tiny, tmp_path, marker):
     """A Ray instance started for the run, with 2 CPUs: model a and the gated model run at once, each in its own
     worker process."""
-    ray_dirs = set(Path(tempfile.gettempdir()).glob("mdeploy-ray-*"))
+    # A TMPDIR of its own (short: Ray's socket paths must fit in 107 bytes), so a suite running beside this one
+    # on the same machine cannot put its session files where this test looks for leftovers.
+    run_tmp = Path(tempfile.mkdtemp(prefix="zr"))
     token_file = Path.home() / ".ray" / "auth_token"
     had_token = token_file.exists()
     models = '[[model]]\nname = "a"\npath = "MODEL"\n\n[[model]]\nname = "lost"\npath = "MODEL"\ncalibration = "zoo_gate:batches"\n'
-    _run_with_losses(tmp_path, tiny, marker, models, ["--jobs", "2"])
+    _run_with_losses(tmp_path, tiny, marker, models, ["--jobs", "2"], env_extra={"TMPDIR": str(run_tmp)})
     # Nothing outlives the runs: Ray's processes and its session files are gone.
     _wait_for(lambda: not marked_processes(marker), 60, "Ray's processes to exit")
-    assert set(Path(tempfile.gettempdir()).glob("mdeploy-ray-*")) <= ray_dirs
+    assert list(run_tmp.glob("mdeploy-ray-*")) == []
+    shutil.rmtree(run_tmp, ignore_errors=True)
     assert token_file.exists() == had_token  # the instance's token lived in its environment, not in ~/.ray
 
 
