@@ -155,30 +155,9 @@ class PruneKeras:
                    pattern: tuple[int, int] | None, ctx: Context) -> dict[str, Any]:
 
         keras = import_keras()
-        data = collect(open_source(self.fine_tune, artifact.inputs, batch_size=self.batch_size))
-        if LABELS not in data:
-            raise BadInput(f"{self.fine_tune}: no labels for fine-tuning",
-                           "save the labels in the .npz under the key 'labels' (or 'y')")
-        y = data.pop(LABELS)
-        x = [data[t.name] for t in artifact.inputs]
-        compiled = keras_compile_config(artifact.path)
-        loss = self.loss or compiled.get("loss")
-        if not loss:
-            raise BadInput(f"{artifact.path} was saved without a compiled loss, so fine-tuning does not know what to minimise",
-                           "pass --loss, e.g. --loss sparse_categorical_crossentropy")
-        metrics = [self.metric] if self.metric else (compiled.get("metrics") or [])
-        if isinstance(metrics, (str, dict)):
-            metrics = [metrics]
-        if isinstance(loss, dict):
-            loss = keras.losses.deserialize(loss)
-        if self.epochs < 1:
-            raise BadInput(f"--epochs must be at least 1, got {self.epochs}", "for example --epochs 3")
-        keras.utils.set_random_seed(self.seed)
-        try:
-            model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=loss,
-                          metrics=[m for m in metrics if m])
-        except ValueError as e:
-            raise BadInput(f"cannot compile the model for fine-tuning: {e}", "pass --loss and --metric explicitly") from e
+        x, y, loss, metrics = compile_for_fine_tuning(model, artifact, data=self.fine_tune, batch_size=self.batch_size,
+                                                      learning_rate=self.learning_rate, loss=self.loss,
+                                                      metric=self.metric, epochs=self.epochs, seed=self.seed)
         n = len(y)
         steps_per_epoch = -(-n // self.batch_size)
         total = steps_per_epoch * self.epochs
@@ -226,3 +205,48 @@ class PruneKeras:
                 "loss": loss if isinstance(loss, str) else type(loss).__name__,
                 "metrics": [m if isinstance(m, str) else str(m) for m in metrics], "data": self.fine_tune,
                 "mask_updates": [list(h) for h in hold.history]}
+
+
+def compile_for_fine_tuning(model, artifact: Artifact, *, data: str, batch_size: int, learning_rate: float,
+                            loss: str | None, metric: str | None, epochs: int, seed: int):
+    """Read the labelled fine-tuning data and compile `model` with Adam and the loss/metrics given or saved in the
+    file. Returns (x, y, loss, metrics)."""
+    keras = import_keras()
+    batches = collect(open_source(data, artifact.inputs, batch_size=batch_size))
+    if LABELS not in batches:
+        raise BadInput(f"{data}: no labels for fine-tuning",
+                       "save the labels in the .npz under the key 'labels' (or 'y')")
+    y = batches.pop(LABELS)
+    x = [batches[t.name] for t in artifact.inputs]
+    compiled = keras_compile_config(artifact.path)
+    loss = loss or compiled.get("loss")
+    if not loss:
+        raise BadInput(f"{artifact.path} was saved without a compiled loss, so fine-tuning does not know what to minimise",
+                       "pass --loss, e.g. --loss sparse_categorical_crossentropy")
+    metrics = [metric] if metric else (compiled.get("metrics") or [])
+    if isinstance(metrics, (str, dict)):
+        metrics = [metrics]
+    if isinstance(loss, dict):
+        loss = keras.losses.deserialize(loss)
+    if epochs < 1:
+        raise BadInput(f"--epochs must be at least 1, got {epochs}", "for example --epochs 3")
+    keras.utils.set_random_seed(seed)
+    try:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                      metrics=[m for m in metrics if m])
+    except ValueError as e:
+        raise BadInput(f"cannot compile the model for fine-tuning: {e}", "pass --loss and --metric explicitly") from e
+    return x, y, loss, metrics
+
+
+def fit_model(model, artifact: Artifact, *, data: str, epochs: int, batch_size: int, learning_rate: float,
+              loss: str | None, metric: str | None, seed: int, callbacks=()) -> dict[str, Any]:
+    """Fine-tune `model` (no pruning schedule) on labelled `data`; returns what was done, for the report."""
+    x, y, loss, metrics = compile_for_fine_tuning(model, artifact, data=data, batch_size=batch_size,
+                                                  learning_rate=learning_rate, loss=loss, metric=metric, epochs=epochs,
+                                                  seed=seed)
+    history = model.fit(x if len(x) > 1 else x[0], y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+                        callbacks=list(callbacks))
+    return {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "data": data,
+            "loss": loss if isinstance(loss, str) else type(loss).__name__, "samples": int(len(y)),
+            "final_loss": round(float(history.history["loss"][-1]), 6)}

@@ -1,0 +1,251 @@
+"""Structured (filter) pruning of Keras 3 models: rank each channel group's filters, remove the lowest fraction, and
+rebuild a physically smaller model (channels.py does the graph surgery, flops.py the counting), optionally fine-tuned.
+
+Ranking: `l1`/`l2` sum the per-filter norms of every producer in a group (each divided by its mean, so a group tied
+across an Add weighs its producers equally); `bn` sums the |gamma| of the BatchNorms on the group (groups without one
+fall back to l1). `ratio` removes floor(ratio * size) channels of every prunable group; `flops_target` instead finds
+the smallest uniform ratio whose rebuilt model has at most that fraction of the original FLOPs.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mdeploy.passes.backends.tensorflow import load_keras_model
+from mdeploy.passes.backends.tf_env import import_keras
+from mdeploy.passes.core.artifact import Artifact
+from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.fsio import atomic_output, ensure_writable
+from mdeploy.passes.core.pipeline import Context, pass_params
+from mdeploy.passes.prune.channels import NORMS, PRODUCERS, ChannelGraph, Tiled, rebuild
+from mdeploy.passes.prune.flops import model_flops
+from mdeploy.passes.prune.summary import compressed_size
+
+CRITERIA = ("l1", "l2", "bn")
+MAX_RATIO = 0.95
+
+
+def _filter_norms(layer, criterion: str) -> np.ndarray:
+    weights = layer.get_weights()
+    kernel = np.asarray(weights[1] if type(layer).__name__.startswith("Separable") else weights[0])
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    return np.sqrt((flat ** 2).sum(0)) if criterion == "l2" else np.abs(flat).sum(0)
+
+
+def _normalized(values: np.ndarray) -> np.ndarray:
+    mean = float(np.mean(values)) if values.size else 0.0
+    return values / mean if mean > 0 else np.ones_like(values, dtype=np.float64)
+
+
+def channel_scores(graph: ChannelGraph, criterion: str) -> dict[int, np.ndarray]:
+    """Importance of every channel of every prunable group (higher = keep)."""
+    if criterion not in CRITERIA:
+        raise BadInput(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}", "for example --criterion l1")
+    model = graph.model
+    prunable = set(graph.prunable())
+    norm_scores = {g: np.zeros(graph.groups[g].size) for g in prunable}
+    bn_scores = {g: np.zeros(graph.groups[g].size) for g in prunable}
+    bn_seen: set[int] = set()
+    for name, gid in graph.owned.items():
+        root = graph.find(gid)
+        if root in prunable:
+            norm_scores[root] += _normalized(_filter_norms(model.get_layer(name), "l2" if criterion == "l2" else "l1"))
+    if criterion == "bn":
+        for name, layout in graph.layer_in.items():
+            layer = model.get_layer(name)
+            if type(layer).__name__ not in NORMS or not layer.scale or isinstance(layout, Tiled):
+                continue
+            gamma = _normalized(np.abs(np.asarray(layer.gamma.numpy(), np.float64)))
+            offset = 0
+            for s in layout:
+                root = None if s.gid is None else graph.find(s.gid)
+                if root in prunable:
+                    bn_scores[root] += gamma[offset:offset + s.n]
+                    bn_seen.add(root)
+                offset += s.n
+    return {g: (bn_scores[g] if g in bn_seen else norm_scores[g]) for g in prunable}
+
+
+def masks_for_ratio(graph: ChannelGraph, scores: dict[int, np.ndarray], ratio: float,
+                    multiple: int = 1) -> dict[int, np.ndarray]:
+    """Keep the highest-scored channels of each group: all but floor(ratio * size), rounded up to a multiple of
+    `multiple` (kernels run fastest on channel counts that fill their vector registers), at least one."""
+    masks = {}
+    for g, score in scores.items():
+        size = graph.groups[g].size
+        keep = max(1, size - int(math.floor(ratio * size + 1e-9)))
+        keep = min(size, -(-keep // multiple) * multiple)
+        order = np.argsort(-score, kind="stable")[:keep]
+        mask = np.zeros(size, bool)
+        mask[order] = True
+        masks[g] = mask
+    return masks
+
+
+def estimated_flops(graph: ChannelGraph, dense: dict[str, Any]) -> float:
+    """FLOPs after the current masks, from the dense count scaled by the kept fraction of input and output channels
+    (exact for convolutions and Dense up to their bias; spatial sizes do not change)."""
+    total = 0.0
+    for entry in dense["layers"]:
+        name, kind = entry["name"], entry["kind"]
+        out = graph.out_mask(name)
+        fout = 1.0 if out is None or out.size == 0 else float(out.mean())
+        if kind in PRODUCERS and name in graph.layer_in:
+            fin = graph.mask_of(graph.layer_in[name])
+            total += entry["flops"] * (float(fin.mean()) if fin.size else 1.0) * fout
+        else:
+            total += entry["flops"] * fout
+    return total
+
+
+def ratio_for_flops(graph: ChannelGraph, scores, dense: dict[str, Any], target: float, multiple: int = 1) -> float:
+    """The smallest uniform ratio (to 1e-3) whose estimated FLOPs are at most target x the dense FLOPs."""
+    goal = target * dense["flops"]
+    lo, hi = 0.0, MAX_RATIO
+    graph.set_masks(masks_for_ratio(graph, scores, hi, multiple))
+    if estimated_flops(graph, dense) > goal:
+        return hi
+    while hi - lo > 1e-3:
+        mid = (lo + hi) / 2
+        graph.set_masks(masks_for_ratio(graph, scores, mid, multiple))
+        lo, hi = (lo, mid) if estimated_flops(graph, dense) <= goal else (mid, hi)
+    return hi
+
+
+@dataclass(frozen=True)
+class PruneStructured:
+    """Remove whole filters of a Keras model -> OUTDIR/keras/model.structured.keras (a smaller model, not zeros).
+
+    Parameters:
+      ratio: fraction of each prunable group's channels to remove, in [0, 0.95].
+      flops_target: instead of ratio, the fraction of the original FLOPs to reach, in (0, 1).
+      criterion: l1 | l2 (filter norms) | bn (BatchNorm |gamma|).
+      multiple: round each group's kept channels up to a multiple of this (1 = no rounding; 8 suits SIMD kernels).
+      fine_tune, epochs, batch_size, learning_rate, loss, metric, seed: fine-tuning after the surgery (labelled data).
+    """
+
+    name: ClassVar[str] = "prune.structured"
+    accepts: ClassVar[tuple[str, ...]] = ("keras",)
+    produces: ClassVar[str] = "keras"
+    ratio: float | None = None
+    flops_target: float | None = None
+    criterion: str = "l1"
+    multiple: int = 1
+    fine_tune: str | None = None
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    loss: str | None = None
+    metric: str | None = None
+    seed: int = 0
+    file_name: str = "model.structured.keras"
+
+    def output_path(self, ctx: Context) -> Path:
+        return Path(ctx.out_dir) / "keras" / self.file_name
+
+    def check(self) -> None:
+        if (self.ratio is None) == (self.flops_target is None):
+            raise BadInput("structured pruning takes exactly one of --ratio and --flops-target",
+                           "for example --ratio 0.3, or --flops-target 0.5 for half the FLOPs")
+        if self.ratio is not None and not 0.0 <= self.ratio <= MAX_RATIO:
+            raise BadInput(f"--ratio must be in [0, {MAX_RATIO}], got {self.ratio:g}", "for example --ratio 0.3")
+        if self.flops_target is not None and not 0.0 < self.flops_target < 1.0:
+            raise BadInput(f"--flops-target must be in (0, 1), a fraction of the model's FLOPs, got {self.flops_target:g}",
+                           "for example --flops-target 0.5")
+        if self.multiple < 1:
+            raise BadInput(f"--channel-multiple must be at least 1, got {self.multiple}", "for example --channel-multiple 8")
+        if self.criterion not in CRITERIA:
+            raise BadInput(f"--criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}",
+                           "for example --criterion l1")
+
+    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
+        self.check()
+        final = self.output_path(ctx)
+        ensure_writable(final, ctx.force)
+        keras = import_keras()
+        model = load_keras_model(artifact.path, trusted=artifact.trusted)
+        if type(model).__name__ not in ("Functional", "Sequential") and not hasattr(model, "_nodes_by_depth"):
+            raise BadInput(f"{artifact.path}: structured pruning needs a functional or Sequential Keras model, "
+                           f"this is a subclassed {type(model).__name__}",
+                           "rebuild it with the functional API, or use unstructured --sparsity")
+        ctx.stage("tracing channel groups")
+        graph = ChannelGraph(model)
+        if not graph.prunable():
+            raise BadInput(f"{artifact.path}: no channel group can be pruned (every one reaches an output or a layer "
+                           "mdeploy does not slice)", "use unstructured --sparsity for this model")
+        dense = model_flops(model)
+        scores = channel_scores(graph, self.criterion)
+        ratio = self.ratio if self.ratio is not None else ratio_for_flops(graph, scores, dense, self.flops_target,
+                                                                                      self.multiple)
+        while True:
+            graph.set_masks(masks_for_ratio(graph, scores, ratio, self.multiple))
+            ctx.stage(f"rebuilding with {ratio:.3f} of each group's filters removed")
+            small = rebuild(graph, keras)
+            after = model_flops(small)
+            if self.flops_target is None or after["flops"] <= self.flops_target * dense["flops"] or ratio >= MAX_RATIO:
+                break
+            ratio = min(MAX_RATIO, ratio + 0.01)
+        if self.flops_target is not None and after["flops"] > self.flops_target * dense["flops"]:
+            frozen = sum(1 for g in graph.roots() if graph.groups[g].frozen)
+            raise BadInput(f"{artifact.path}: the FLOPs target {self.flops_target:g} cannot be reached: removing "
+                           f"{MAX_RATIO:.0%} of every prunable group leaves {after['flops'] / dense['flops']:.2f} of the "
+                           f"FLOPs ({frozen} groups must stay whole)", "ask for a higher --flops-target")
+        workdir = Path(tempfile.mkdtemp(prefix="mdeploy-structured-"))
+        try:
+            baseline = workdir / "dense.keras"
+            model.save(baseline)  # same writer as the output, so sizes compare like with like
+            size_before, gzip_before = baseline.stat().st_size, compressed_size(baseline)
+            fine_tuned = None
+            if self.fine_tune:
+                from mdeploy.passes.prune.keras import fit_model
+
+                ctx.stage("fine-tuning the pruned model")
+                fine_tuned = fit_model(small, artifact, data=self.fine_tune, epochs=self.epochs, batch_size=self.batch_size,
+                                       learning_rate=self.learning_rate, loss=self.loss, metric=self.metric, seed=self.seed)
+                deploy = (keras.Sequential if type(small).__name__ == "Sequential" else keras.Model).from_config(
+                    small.get_config())
+                deploy.set_weights(small.get_weights())  # without optimizer state
+                small = deploy
+            with atomic_output(final, ctx.force) as tmp:
+                small.save(tmp)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        summary = structured_summary(graph, dense, after, ratio=ratio, criterion=self.criterion, multiple=self.multiple,
+                                     flops_target=self.flops_target, requested_ratio=self.ratio)
+        summary.update(size_bytes_before=size_before, size_bytes_after=final.stat().st_size,
+                       gzip_bytes_before=gzip_before, gzip_bytes_after=compressed_size(final),
+                       source_size_bytes=artifact.size_bytes(), fine_tune=fine_tuned)
+        return artifact.derive(format="keras", path=final, name="structured-keras", precision=artifact.precision,
+                               structured=summary, produced_by={"pass": self.name, "params": pass_params(self)})
+
+
+def structured_summary(graph: ChannelGraph, dense: dict[str, Any], after: dict[str, Any], *, ratio: float, criterion: str,
+                       multiple: int, flops_target: float | None, requested_ratio: float | None) -> dict[str, Any]:
+    """Per layer and total FLOPs, parameters and channels before/after, and every group with its fate."""
+    small = {entry["name"]: entry for entry in after["layers"]}
+    layers = []
+    for entry in dense["layers"]:
+        new = small.get(entry["name"], entry)
+        if entry["kind"] == "InputLayer":
+            continue
+        layers.append({"name": entry["name"], "kind": entry["kind"], "channels_before": entry["out_channels"],
+                       "channels_after": new["out_channels"], "flops_before": entry["flops"], "flops_after": new["flops"],
+                       "params_before": entry["params"], "params_after": new["params"]})
+    groups = []
+    for g in graph.roots():
+        group = graph.groups[g]
+        kept = group.size if group.mask is None else int(group.mask.sum())
+        groups.append({"producers": group.producers, "channels": group.size, "kept": kept,
+                       "tied": len(group.producers) > 1, "frozen": group.frozen})
+    return {"method": "structured", "criterion": criterion, "channel_multiple": multiple, "ratio": round(ratio, 4), "requested_ratio": requested_ratio,
+            "flops_target": flops_target, "flops_before": dense["flops"], "flops_after": after["flops"],
+            "flops_ratio": round(after["flops"] / dense["flops"], 4) if dense["flops"] else None,
+            "params_before": dense["params"], "params_after": after["params"], "layers": layers, "groups": groups,
+            "uncounted_layers": dense["uncounted"],
+            "note": "filters are removed, so every runtime runs the smaller model; accuracy needs fine-tuning"}
