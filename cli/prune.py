@@ -18,8 +18,9 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.cli._format import human_bytes
+from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.report.sections import ArtifactRecord
-from mdeploy.passes.workflows.prune import prune
+from mdeploy.passes.workflows.prune import prune, prune_structured
 
 
 def render_pruning(record: ArtifactRecord, out_dir: Path) -> None:
@@ -52,6 +53,43 @@ def render_pruning(record: ArtifactRecord, out_dir: Path) -> None:
     stdout.print(f"output: {out_dir / record.path}\nreport: {out_dir / 'report.json'}", highlight=False)
 
 
+def render_structured(record: ArtifactRecord, out_dir: Path) -> None:
+    from rich.table import Table
+
+    s = record.structured
+    ratio = lambda a, b: "-" if not a else f"{b / a:.2f}x"  # noqa: E731
+    how = f"flops target {s.flops_target:g}" if s.flops_target is not None else f"ratio {s.ratio:g}"
+    table = Table(title=f"mdeploy prune --structured: {record.path} ({how}, {s.criterion}, ratio used {s.ratio:g})")
+    for col in ("layer", "kind", "channels", "FLOPs before", "FLOPs after", "params before", "params after"):
+        table.add_column(col, justify="left" if col in ("layer", "kind") else "right")
+    for layer in s.layers or []:
+        if not layer["flops_before"] and not layer["params_before"]:
+            continue
+        ch = (f"{layer['channels_before']}" if layer["channels_before"] == layer["channels_after"]
+              else f"{layer['channels_before']} -> {layer['channels_after']}")
+        table.add_row(layer["name"], layer["kind"], ch, f"{layer['flops_before']:,}", f"{layer['flops_after']:,}",
+                      f"{layer['params_before']:,}", f"{layer['params_after']:,}")
+    table.add_row("[bold]total[/]", "", "", f"{s.flops_before:,}", f"{s.flops_after:,} ({ratio(s.flops_before, s.flops_after)})",
+                  f"{s.params_before:,}", f"{s.params_after:,} ({ratio(s.params_before, s.params_after)})")
+    stdout.print(table)
+    frozen = [g for g in s.groups or [] if g["frozen"]]
+    tied = [g for g in s.groups or [] if g["tied"] and not g["frozen"]]
+    stdout.print(f"channel groups: {len(s.groups or []) - len(frozen)} pruned ({len(tied)} tied across a merge, one "
+                 f"shared mask each), {len(frozen)} left whole", highlight=False)
+    for g in frozen:
+        stdout.print(f"  left whole: {', '.join(g['producers'][:3])}{' ...' if len(g['producers']) > 3 else ''}: "
+                     f"{g['frozen']}", highlight=False)
+    stdout.print(f"size: {human_bytes(s.size_bytes_before)} -> {human_bytes(s.size_bytes_after)}", highlight=False)
+    if s.latency_ms_before is not None:
+        stdout.print(f"latency p50 ({s.latency_runtime}, batch 1): {s.latency_ms_before:.3f} ms -> "
+                     f"{s.latency_ms_after:.3f} ms ({s.latency_ms_before / s.latency_ms_after:.2f}x faster)",
+                     highlight=False)
+    if s.accuracy_before is not None:
+        stdout.print(f"accuracy on {s.accuracy_data}: {100 * s.accuracy_before:.2f}% -> {100 * s.accuracy_after:.2f}%"
+                     f"{'' if s.fine_tune else ' (not fine-tuned: pass --fine-tune DATA)'}", highlight=False)
+    stdout.print(f"output: {out_dir / record.path}\nreport: {out_dir / 'report.json'}", highlight=False)
+
+
 def prune_cli(
     ctx: typer.Context,
     model: ModelArg,
@@ -71,12 +109,39 @@ def prune_cli(
     begin_step: Annotated[int, typer.Option("--begin-step", help="Schedule: optimizer step where pruning starts.")] = 0,
     end_step: Annotated[int | None, typer.Option("--end-step", help="Schedule: step where the final sparsity is reached (default: 75% of the steps).")] = None,
     frequency: Annotated[int | None, typer.Option("--frequency", help="Schedule: steps between mask updates (default: a tenth of the pruning window).")] = None,
+    structured: Annotated[bool, typer.Option("--structured", help="Remove whole filters (Keras): a smaller, faster model, not zeros.")] = False,
+    ratio: Annotated[float | None, typer.Option("--ratio", help="--structured: fraction of each channel group's filters to remove.")] = None,
+    flops_target: Annotated[float | None, typer.Option("--flops-target", help="--structured: reach this fraction of the FLOPs (e.g. 0.5) instead of --ratio.")] = None,
+    criterion: Annotated[str, typer.Option("--criterion", help="--structured: rank filters by l1 or l2 norm, or bn (BatchNorm gamma).")] = "l1",
+    channel_multiple: Annotated[int, typer.Option("--channel-multiple", help="--structured: round kept channels up to a multiple of N.")] = 1,
+    latency_runs: Annotated[int, typer.Option("--latency-runs", help="--structured: runs to time before and after (0: skip).")] = 50,
     data: Annotated[str | None, typer.Option("--data", help="Labelled .npz for accuracy before and after.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for fine-tuning.")] = 0,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
-    """Zero the smallest weights of a Keras or ONNX model; report target vs achieved sparsity, sizes and accuracy."""
+    """Zero the smallest weights of a Keras or ONNX model, or with --structured remove whole filters of a Keras model;
+    report sparsity (or FLOPs and latency), sizes and accuracy before and after."""
+    if structured:
+        if sparsity is not None or pattern:
+            raise BadInput("--structured removes filters; --sparsity and --pattern zero weights",
+                           "pass --structured with --ratio or --flops-target, or drop --structured")
+        with progress("structured pruning", quiet=json_out) as on_stage:
+            report = prune_structured(model, out_dir, ratio=ratio, flops_target=flops_target, criterion=criterion,
+                                      multiple=channel_multiple, fine_tune=fine_tune, epochs=epochs,
+                                      batch_size=batch_size, learning_rate=learning_rate, loss=loss, metric=metric,
+                                      data=data, latency_runs=latency_runs, force=force, seed=seed, on_stage=on_stage,
+                                      trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes)
+        record = report.artifacts[-1]
+        for w in record.structured.warnings or []:
+            warn(w)
+        if json_out:
+            emit_json(report.to_dict())
+        else:
+            render_structured(record, out_dir)
+        return
+    if ratio is not None or flops_target is not None:
+        raise BadInput("--ratio and --flops-target belong to --structured", "add --structured, or use --sparsity")
     with progress("pruning", quiet=json_out) as on_stage:
         report = prune(model, sparsity, out_dir, trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, scope=scope, exclude=tuple(exclude or ()), prune_first_last=prune_first_last,
                        pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,

@@ -135,6 +135,36 @@ class Pruning(Section):
 
 
 @dataclass(kw_only=True)
+class StructuredPruning(Section):
+    """prune --structured: FLOPs, parameters, size, latency and accuracy before/after, per layer and in total, and
+    every channel group with its fate (pruned, tied across a merge, or frozen and why)."""
+
+    method: str | None = "structured"
+    criterion: str | None = None
+    ratio: float | None = None
+    requested_ratio: float | None = None
+    flops_target: float | None = None
+    channel_multiple: int | None = None
+    flops_before: int | None = None
+    flops_after: int | None = None
+    flops_ratio: float | None = None
+    params_before: int | None = None
+    params_after: int | None = None
+    size_bytes_before: int | None = None
+    size_bytes_after: int | None = None
+    latency_ms_before: float | None = None
+    latency_ms_after: float | None = None
+    latency_runtime: str | None = None
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    accuracy_data: str | None = None
+    fine_tune: dict[str, Any] | None = None
+    layers: list[dict[str, Any]] | None = None
+    groups: list[dict[str, Any]] | None = None
+    warnings: list[str] | None = None
+
+
+@dataclass(kw_only=True)
 class Validation(Section):
     """validate's result for one candidate: the worst value of each metric over outputs, per-output metrics, failures."""
 
@@ -241,6 +271,7 @@ class ArtifactRecord(Section):
     checks: Checks | None = None
     quality: Quality | None = None
     pruning: Pruning | None = None
+    structured: StructuredPruning | None = None
     validation: Validation | None = None
     bench: Bench | None = None
     layer_errors: LayerErrors | None = None
@@ -248,7 +279,7 @@ class ArtifactRecord(Section):
     target: str | None = None  # cloud | edge (optimize)
     status: str | None = None  # ok | rejected | failed, written from the verdict
     NESTED: ClassVar[dict[str, type[Section]]] = {"checks": Checks, "quality": Quality, "pruning": Pruning,
-                                                  "validation": Validation, "bench": Bench,
+                                                  "structured": StructuredPruning, "validation": Validation, "bench": Bench,
                                                   "layer_errors": LayerErrors, "accuracy_search": AccuracySearch}
     ALWAYS: ClassVar[frozenset[str]] = frozenset({"sparsity", "produced_by", "parent"})
 

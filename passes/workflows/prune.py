@@ -85,3 +85,60 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
         report.warnings.extend(ctx.warnings)
         report.save(out_dir)
         return report
+
+
+def prune_structured(model: Path, out_dir: Path, *, ratio: float | None = None, flops_target: float | None = None,
+                     criterion: str = "l1", multiple: int = 1, fine_tune: str | None = None, epochs: int = 2,
+                     batch_size: int = 32, learning_rate: float = 1e-3, loss: str | None = None, metric: str | None = None,
+                     data: str | None = None, latency_runs: int = 50, force: bool = False, seed: int = 0, on_stage=None,
+                     trusted: bool = False, max_bytes: int | None = None) -> Report:
+    """Remove whole filters of a Keras model into OUTDIR/keras/model.structured.keras and add its record, with a
+    `structured` section (FLOPs, params, size, latency and accuracy before/after), to OUTDIR/report.json."""
+    from mdeploy.passes.checks.bench import bench
+    from mdeploy.passes.prune.structured import PruneStructured
+    from mdeploy.passes.report.sections import StructuredPruning
+
+    stage = on_stage or (lambda text: None)
+    if latency_runs < 0:
+        raise BadInput(f"--latency-runs must be >= 0, got {latency_runs}", "0 skips the latency measurement")
+    p = PruneStructured(ratio=ratio, flops_target=flops_target, criterion=criterion, multiple=multiple,
+                        fine_tune=fine_tune, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                        loss=loss, metric=metric, seed=seed)
+    p.check()
+    stage("loading the model")
+    source = open_artifact(model, trusted=trusted, max_bytes=max_bytes)
+    if source.format != "keras":
+        raise BadInput(f"structured pruning rebuilds Keras models; this one is {source.format}",
+                       "prune the .keras model, then convert the smaller model to ONNX or TFLite")
+    ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, on_stage=stage, seed=seed)
+    ensure_writable(p.output_path(ctx), force)
+    if data is not None and not open_source(data, source.inputs).has_labels:
+        raise BadInput(f"{data}: no labels, so accuracy cannot be measured",
+                       "save the labels in the .npz under the key 'labels' (or 'y')")
+    with outdir_lock(out_dir):
+        report = Report.load_or_new(out_dir, source)
+        section: dict[str, Any] = {}
+        if data is not None:
+            stage("accuracy of the source model")
+            section["accuracy_before"] = labelled_accuracy(source, data)
+        steps: list = []
+        artifact = run_pass(p, source, ctx, steps)
+        record = artifact_record(artifact, out_dir)
+        section.update(record.meta.pop("structured"))
+        if data is not None:
+            stage("accuracy of the pruned model")
+            section["accuracy_after"] = labelled_accuracy(artifact, data)
+            section["accuracy_data"] = str(data)
+        if latency_runs:
+            stage("latency before and after")
+            before = bench(source, runs=latency_runs, warmup=max(2, latency_runs // 10))
+            after = bench(artifact, runs=latency_runs, warmup=max(2, latency_runs // 10))
+            section.update(latency_ms_before=before["latency_ms"]["p50"], latency_ms_after=after["latency_ms"]["p50"],
+                           latency_runtime=after["runtime"])
+        section["warnings"] = list(ctx.warnings)
+        record.structured = StructuredPruning.from_dict(section)
+        report.add_artifact(record)
+        report.add_steps(steps)
+        report.warnings.extend(ctx.warnings)
+        report.save(out_dir)
+        return report
