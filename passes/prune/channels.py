@@ -113,8 +113,6 @@ class ChannelGraph:
         return nodes
 
     def _channels(self, name: str) -> int:
-        if name == "__input__":
-            return int(self.model.inputs[0].shape[-1])
         shape = self.model.get_layer(name).output.shape
         return int(shape[-1]) if len(shape) > 1 else 1
 
@@ -122,7 +120,11 @@ class ChannelGraph:
         nodes = self._nodes()
         for name, kind, inbound in nodes:
             ins = [self.layer_out[src] for src, _ in inbound]
-            layer = None if name == "__input__" or kind == "__shared__" else self.model.get_layer(name)
+            if kind == "InputLayer":
+                self.layer_out[name] = [Seg(None, int(self.model.inputs[0].shape[-1]) if len(self.model.inputs) == 1
+                                            else self._channels(name))]
+                continue
+            layer = None if kind == "__shared__" else self.model.get_layer(name)
             cout = self._channels(name)
             out = self._layer(name, kind, layer, ins, cout)
             self.layer_out[name] = out
