@@ -62,6 +62,10 @@ def optimize_cli(
     no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the latency benchmark.")] = False,
     accuracy_budget: Annotated[float | None, typer.Option("--accuracy-budget", help="int8: the largest accuracy drop (fraction) to accept; an int8 artifact that misses it is searched (calibration knobs, then the fewest layers in float). Sets --max-accuracy-drop.")] = None,
     debug_layers: Annotated[bool, typer.Option("--debug-layers", help="int8: measure and rank the error each layer's quantization adds (report.html charts it).")] = False,
+    structured: Annotated[bool, typer.Option("--structured", help="Remove whole filters first (Keras); also builds the dense artifacts to compare.")] = False,
+    ratio: Annotated[float | None, typer.Option("--ratio", help="--structured: fraction of each channel group's filters to remove.")] = None,
+    flops_target: Annotated[float | None, typer.Option("--flops-target", help="--structured: reach this fraction of the FLOPs instead of --ratio.")] = None,
+    fine_tune: Annotated[str | None, typer.Option("--fine-tune", help="Labelled data to fine-tune the pruned model on.")] = None,
     image_size: ImageSizeOpt = None,
     image_scale: ImageScaleOpt = None,
     image_mean: ImageMeanOpt = None,
@@ -85,6 +89,9 @@ def optimize_cli(
         overrides["cache"] = False
     if no_bench:
         overrides["bench.enabled"] = False
+    if structured:
+        overrides["prune.structured"] = True
+    overrides.update({"prune.ratio": ratio, "prune.flops_target": flops_target, "prune.fine_tune": fine_tune})
     base = load_recipe(recipe, overrides)
     warn_code_data({f"recipe key '{key}'": value for key, value, given in (
         ("calibration", base.calibration, calibration), ("validation", base.validation, validation),

@@ -41,12 +41,14 @@ from mdeploy.passes.core.pipeline import (
 )
 from mdeploy.passes.prune import sparsity_survival
 from mdeploy.passes.prune.keras import PruneKeras
+from mdeploy.passes.prune.structured import PruneStructured
+from mdeploy.passes.quantize import quantized_file_name
 from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
 from mdeploy.passes.report.journal import ReportJournal, previous_report
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.render import to_html, to_markdown
-from mdeploy.passes.report.sections import Gate
+from mdeploy.passes.report.sections import Gate, StructuredPruning
 from mdeploy.passes.report.update import add_bench, add_validation
 from mdeploy.passes.simplify import Simplify
 from mdeploy.passes.workflows.recipe import Recipe, default_jobs
@@ -114,6 +116,9 @@ def _calibration_spec(recipe: Recipe):
     return DataSpec(recipe.calibration, take=recipe.quantize.samples, image=image_options(recipe))
 
 
+PRUNED_PREFIX = "pruned-"
+
+
 def build_plan(source: Artifact, recipe: Recipe, name: str,
                warnings: list[str] | None = None) -> tuple[list[Node], dict[str, list[Node]]]:
     """(in-process prelude, parallel branches) for the recipe. The prelude prunes; branches convert and quantize."""
@@ -124,14 +129,18 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
                        "convert it first: `mdeploy convert MODEL.tflite --to onnx`, then optimize the ONNX")
     prelude: list[Node] = []
     base = "source"
-    if recipe.prune.sparsity > 0:
+    p = recipe.prune
+    if p.sparsity > 0 or p.structured:
         if source.format != "keras":
             raise BadInput(f"optimize prunes Keras models; this one is {source.format}",
-                           "prune the ONNX with `mdeploy prune`, or drop --sparsity")
-
-        p = recipe.prune
-        prelude.append(Node("pruned", PruneKeras(sparsity=p.sparsity, scope=p.scope, exclude=p.exclude, pattern=p.pattern,
-                                                 fine_tune=p.fine_tune, epochs=p.epochs)))
+                           "prune the ONNX with `mdeploy prune`, or drop --sparsity/--structured")
+        if p.structured:
+            step = PruneStructured(ratio=p.ratio, flops_target=p.flops_target, criterion=p.criterion,
+                                   multiple=p.channel_multiple, fine_tune=p.fine_tune, epochs=p.epochs)
+        else:
+            step = PruneKeras(sparsity=p.sparsity, scope=p.scope, exclude=p.exclude, pattern=p.pattern,
+                              fine_tune=p.fine_tune, epochs=p.epochs)
+        prelude.append(Node("pruned", step))
         base = "pruned"
     calibration = _calibration_spec(recipe)
     q = recipe.quantize
@@ -142,45 +151,64 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
                                 tflite=tuple(m for m in q.tflite if m != "int8"))
     want_cloud = recipe.target in ("cloud", "all")
     want_edge = recipe.target in ("edge", "all")
-    branches: dict[str, list[Node]] = {}
     if source.format == "onnx":
         if not want_cloud:
             raise BadInput("an ONNX model has no edge (TFLite) route in mdeploy", "use --target cloud for ONNX models")
         want_edge = False
-    if want_cloud:
-        onnx_nodes: list[Node] = []
-        if source.format == "onnx":
-            last = base
-        else:
-            onnx_nodes.append(Node("onnx", ToOnnx(opset=recipe.opset), base))
-            last = "onnx"
-        if recipe.simplify:
-            onnx_nodes.append(Node("onnx-sim", Simplify(data=calibration), last))
-            last = "onnx-sim"
-        if q.onnx:
-            for mode in q.onnx:
-                onnx_nodes.append(Node(f"onnx-{mode}", QuantizeOnnx(mode=mode, format=q.format, per_channel=q.per_channel,
-                                                                   method=q.method, exclude=q.exclude,
-                                                                   activations=q.activations,
-                                                                   symmetric_activations=q.symmetric_activations,
-                                                                   calibration=calibration if mode == "int8" else None), last))
-        branches["onnx"] = onnx_nodes
+    bases = [(base, "")]
+    if base == "pruned" and (p.compare_dense if p.compare_dense is not None else p.structured):
+        bases = [("source", ""), ("pruned", PRUNED_PREFIX)]  # pruned+int8 beside int8 and float
+    onnx_nodes: list[Node] = []
     tf_nodes: list[Node] = []
-    tflite_input = base
-    if want_cloud and source.format != "onnx":
-        tf_nodes.append(Node("savedmodel", ToSavedModel(model_name=name), base))
-        tflite_input = "savedmodel"  # the TFLite converter reads SavedModels: reuse it, don't export again
-    if want_edge:
-        tf_nodes.append(Node("tflite", ToTflite(), tflite_input))
-        if q.tflite:
-            for mode in q.tflite:
-                tf_nodes.append(Node(f"tflite-{mode}", QuantizeTflite(mode=mode, io=q.io,
-                                                                     denylist=q.denylist if mode == "int8" else (),
-                                                                     calibration=calibration if mode == "int8" else None),
-                                     tflite_input))
+    for start, prefix in bases:
+        cloud, edge = _branch_nodes(source, recipe, q, calibration, name, start, prefix, want_cloud, want_edge)
+        onnx_nodes += cloud
+        tf_nodes += edge
+    branches: dict[str, list[Node]] = {}
+    if want_cloud:
+        branches["onnx"] = onnx_nodes
     if tf_nodes:
         branches["tensorflow"] = tf_nodes
     return prelude, branches
+
+
+def _branch_nodes(source: Artifact, recipe: Recipe, q, calibration, name: str, base: str, prefix: str,
+                  want_cloud: bool, want_edge: bool) -> tuple[list[Node], list[Node]]:
+    """The ONNX and TensorFlow branch nodes from `base`; a `prefix` names their keys and files apart (pruned-...)."""
+    stem = "model" + (f".{prefix.rstrip('-')}" if prefix else "")
+
+    def named(file_name: str) -> dict[str, str]:
+        return {"file_name": file_name} if prefix else {}
+
+    onnx_nodes: list[Node] = []
+    if want_cloud:
+        if source.format == "onnx":
+            last = base
+        else:
+            onnx_nodes.append(Node(f"{prefix}onnx", ToOnnx(opset=recipe.opset, **named(f"{stem}.onnx")), base))
+            last = f"{prefix}onnx"
+        if recipe.simplify:
+            onnx_nodes.append(Node(f"{prefix}onnx-sim", Simplify(data=calibration, **named(f"{stem}.sim.onnx")), last))
+            last = f"{prefix}onnx-sim"
+        for mode in q.onnx:
+            onnx_nodes.append(Node(f"{prefix}onnx-{mode}", QuantizeOnnx(
+                mode=mode, format=q.format, per_channel=q.per_channel, method=q.method, exclude=q.exclude,
+                activations=q.activations, symmetric_activations=q.symmetric_activations,
+                calibration=calibration if mode == "int8" else None,
+                **named(quantized_file_name(mode, ".onnx", stem))), last))
+    tf_nodes: list[Node] = []
+    tflite_input = base
+    if want_cloud and source.format != "onnx":
+        tf_nodes.append(Node(f"{prefix}savedmodel", ToSavedModel(model_name=f"{name}-{prefix.rstrip('-')}" if prefix else name), base))
+        tflite_input = f"{prefix}savedmodel"  # the TFLite converter reads SavedModels: reuse it, don't export again
+    if want_edge:
+        tf_nodes.append(Node(f"{prefix}tflite", ToTflite(**named(f"{stem}.tflite")), tflite_input))
+        for mode in q.tflite:
+            tf_nodes.append(Node(f"{prefix}tflite-{mode}", QuantizeTflite(
+                mode=mode, io=q.io, denylist=q.denylist if mode == "int8" else (),
+                calibration=calibration if mode == "int8" else None,
+                **named(quantized_file_name(mode, ".tflite", stem))), tflite_input))
+    return onnx_nodes, tf_nodes
 
 
 def check_data(recipe: Recipe, source: Artifact) -> None:
@@ -264,14 +292,19 @@ def optimize(model: Path, out_dir: Path, recipe: Recipe, *, force: bool = False,
         # A skipped simplification hands on the unsimplified model; list each file once.
         seen: set[Path] = set()
         artifacts: list[Artifact] = []
-        for a in produced.values():
+        for key, a in produced.items():
+            if key.startswith(PRUNED_PREFIX):  # the pruned chain beside the dense one: named apart in the report
+                a = dataclasses.replace(a, name=PRUNED_PREFIX + a.name)
             if Path(a.path).resolve() not in seen:
                 seen.add(Path(a.path).resolve())
                 artifacts.append(a)
         for a in artifacts:
             record = artifact_record(a, out_dir)
             record.target = DEPLOYMENT_TARGET.get(a.format)
-            if "pruned" in produced and a.precision != "float32":
+            structured = record.meta.pop("structured", None)  # inherited by every child: kept on the pruned model only
+            if structured and (record.produced_by or {}).get("pass") == PruneStructured.name:
+                record.structured = StructuredPruning.from_dict(structured)
+            if "pruned" in produced and a.precision != "float32" and not recipe.prune.structured:
                 record.extra["sparsity_survival"] = survival = sparsity_survival(produced["pruned"], a)
                 record.sparsity = survival["sparsity_after"]
             if a.name in searched:

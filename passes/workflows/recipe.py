@@ -45,6 +45,13 @@ class PruneSettings:
     exclude: tuple[str, ...] = ()
     fine_tune: str | None = None
     epochs: int = 2
+    # structured (filter) pruning instead of zeros: one of ratio / flops_target
+    structured: bool = False
+    ratio: float | None = None
+    flops_target: float | None = None
+    criterion: str = "l1"
+    channel_multiple: int = 1
+    compare_dense: bool | None = None  # also build the unpruned artifacts (default: with structured pruning)
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,18 @@ def check(recipe: Recipe) -> Recipe:
             raise BadInput(f"recipe key 'quantize.{fmt}' has unknown mode(s) {', '.join(bad)}", f"modes: {', '.join(QUANT_MODES)}")
     if not 0.0 <= recipe.prune.sparsity < 1.0:
         raise BadInput(f"sparsity must be in [0, 1), got {recipe.prune.sparsity}", "pass e.g. --sparsity 0.5")
+    p = recipe.prune
+    if p.structured:
+        if p.sparsity > 0 or p.pattern:
+            raise BadInput("recipe key 'prune.structured' removes filters; 'prune.sparsity'/'prune.pattern' zero weights",
+                           "use one kind of pruning")
+        from mdeploy.passes.prune.structured import PruneStructured
+
+        PruneStructured(ratio=p.ratio, flops_target=p.flops_target, criterion=p.criterion,
+                        multiple=p.channel_multiple).check()
+    elif p.ratio is not None or p.flops_target is not None:
+        raise BadInput("recipe keys 'prune.ratio' and 'prune.flops_target' need 'prune.structured = true'",
+                       "set prune.structured = true (or --structured)")
 
     image_options(**dataclasses.asdict(recipe.images))  # bad sizes, layouts or colours fail before any work
     if recipe.jobs is not None and recipe.jobs < 1:

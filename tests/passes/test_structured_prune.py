@@ -186,3 +186,28 @@ def test_mobilenet_half_flops_converts(tmp_path, mobilenet_model):
     assert [g["producers"] for g in s.groups if g["frozen"]] == [["predictions"]]
     converted = convert(tmp_path / "p" / report.artifacts[-1].path, ["onnx", "tflite"], tmp_path / "c")
     assert converted.ok
+
+
+def test_optimize_structured_then_int8_beside_dense(tmp_path, digits_model, digits_calibration, digits_validation,
+                                                    digits_train_npz):
+    """One recipe: structured prune -> fine-tune -> int8, with the dense float and int8 artifacts beside it."""
+    from mdeploy.passes.workflows.optimize import optimize
+    from mdeploy.passes.workflows.recipe import load_recipe
+
+    recipe = load_recipe(None, {"target": "edge", "calibration": str(digits_calibration),
+                                "validation": str(digits_validation), "bench.enabled": False,
+                                "prune.structured": True, "prune.flops_target": 0.5,
+                                "prune.fine_tune": str(digits_train_npz), "prune.epochs": 2,
+                                "quantize.tflite": ["int8"]})
+    report = optimize(digits_model, tmp_path, recipe)
+    by_name = {a.name: a for a in report.artifacts}
+    assert {"structured-keras", "tflite", "tflite-int8", "pruned-tflite", "pruned-tflite-int8"} <= set(by_name)
+    assert by_name["pruned-tflite-int8"].size_bytes < by_name["tflite-int8"].size_bytes
+    assert by_name["pruned-tflite"].size_bytes < 0.7 * by_name["tflite"].size_bytes
+    s = by_name["structured-keras"].structured
+    assert s.flops_after <= 0.5 * s.flops_before and s.fine_tune["epochs"] == 2
+    assert by_name["pruned-tflite"].structured is None  # the section stays on the model it describes
+    assert report.verdict.ok
+    # fine-tuned: the gate (accuracy within 1 point of the source) passed for the pruned float and int8 TFLite
+    assert report.verdict.artifacts["pruned-tflite"].status == "ok"
+    assert report.verdict.artifacts["pruned-tflite-int8"].status == "ok"
