@@ -377,6 +377,7 @@ class ToTflite:
     produces: ClassVar[str] = "tflite"
     file_name: str = "model.tflite"
     select_tf_ops: bool = False
+    sparse_weights: bool = False  # store sparse kernels in TFLite's sparse format (EXPERIMENTAL_SPARSITY)
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
         final = Path(ctx.out_dir) / "tflite" / self.file_name
@@ -385,6 +386,9 @@ class ToTflite:
             workdir = Path(tempfile.mkdtemp(prefix="mdeploy-tflite-"))
             try:
                 converter = tflite_converter(source, workdir)
+                if self.sparse_weights:
+                    tf = import_tf()
+                    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
                 if select:
                     tf = import_tf()
                     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
@@ -407,8 +411,9 @@ class ToTflite:
                                   "the stock LiteRT runtime cannot load it"}
         if route in notes:
             ctx.warn(f"tflite: {notes[route]}")
+        sparse = {"sparse_tensors": read_flatbuffer(final)["sparse_tensors"]} if self.sparse_weights else {}
         return artifact.derive(format="tflite", path=final, name="tflite", precision="float32",
-                               produced_by={"pass": self.name, "params": pass_params(self)}, tflite_route=route,
+                               produced_by={"pass": self.name, "params": pass_params(self)}, tflite_route=route, **sparse,
                                **({"runtime": "needs the TensorFlow Flex delegate"} if route == "select-tf-ops" else {}))
 
     def _routes(self, artifact: Artifact):
