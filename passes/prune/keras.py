@@ -23,7 +23,7 @@ from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import atomic_output, ensure_writable
 from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.prune.masks import check_sparsity, choose_weights, masks_for, polynomial_sparsity, schedule_updates
-from mdeploy.passes.prune.summary import compressed_size, pruning_summary
+from mdeploy.passes.prune.summary import compressed_size, pruning_summary, sparse_kernel_candidates
 
 
 def keras_compile_config(path: Path) -> dict[str, Any]:
@@ -145,6 +145,7 @@ class PruneKeras:
                        source_size_bytes=artifact.size_bytes())
         if schedule:
             summary["schedule"] = schedule
+        summary["sparse_kernels"] = sparse_kernel_candidates(summary["layers"])
         return artifact.derive(format="keras", path=final, name="pruned-keras", precision=artifact.precision,
                                sparsity=summary["achieved_sparsity"], pruning=summary,
                                produced_by={"pass": self.name, "params": pass_params(self)})

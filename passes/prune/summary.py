@@ -59,3 +59,22 @@ def pruning_summary(weights: Iterable[tuple[str, str, str, np.ndarray]], *, sele
         "model_sparsity": round(total_zeros / total_params, 6) if total_params else 0.0,
         "note": DENSE_NOTE,
     }
+
+
+XNNPACK_MIN_SPARSITY = 2 / 3
+# Measured (docs/pruning.md): MobileNetV2 at 75% sparsity, 51 kernels stored in TFLite's sparse format, ran no faster
+# on the installed LiteRT (XNNPACK, x86-64) than stored dense, and ONNX Runtime has no sparse convolution kernels.
+SPARSE_RUNTIME_NOTE = ("no measured speedup: the installed LiteRT (XNNPACK on x86-64) ran MobileNetV2 at 75% "
+                       "sparsity, its kernels in TFLite's sparse format, no faster than dense, and ONNX Runtime has no "
+                       "sparse convolution kernels; zeros pay off in compressed size only. For speed, prune "
+                       "--structured (docs/pruning.md)")
+
+
+def sparse_kernel_candidates(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which pruned kernels fit XNNPACK's sparse inference (LiteRT, fp32/fp16): 1x1 Conv2D kernels at >= 2/3
+    sparsity. Whether they then run sparse depends on the runtime and the subgraph around them: see SPARSE_RUNTIME_NOTE."""
+    qualifying = [layer["name"] for layer in layers
+                  if layer["kind"] == "Conv2D" and len(layer["shape"]) == 4 and list(layer["shape"][:2]) == [1, 1]
+                  and layer["achieved"] >= XNNPACK_MIN_SPARSITY - 1e-9]
+    return {"runtime": "XNNPACK sparse inference (LiteRT)", "min_sparsity": round(XNNPACK_MIN_SPARSITY, 4),
+            "qualifying_layers": qualifying, "note": SPARSE_RUNTIME_NOTE}
