@@ -57,6 +57,8 @@ def comparison_rows(report: Report) -> list[dict[str, Any]]:
             acc, drop = _num(quality.accuracy), _num(quality.accuracy_drop)
         if acc is None and a.pruning is not None:  # prune measured it before and after, on its --data
             acc = _num(a.pruning.accuracy_after)
+        if acc is None and a.structured is not None:
+            acc = _num(a.structured.accuracy_after)
         if drop is None and acc is not None and source_acc is not None:
             drop = source_acc - acc
         v = verdict.artifacts[a.name]
@@ -195,11 +197,34 @@ def to_markdown(report: Report) -> str:
     for note in (_gate_line(report), _machine_line(report)):
         if note:
             lines.append(f"<br>{esc(note)}")
+    lines += structured_lines(report)
     verdict = verdict_lines(report)
     lines += ["", f"Overall: **{report.verdict.label}** (exit {report.verdict.exit_code})", ""]
     lines += [f"- {esc(x)}" for x in verdict[1:]]
     lines += layer_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def structured_lines(report: Report) -> list[str]:
+    """Markdown: FLOPs, parameters, size and latency before and after of each structurally pruned artifact."""
+    lines: list[str] = []
+    for a in report.artifacts:
+        s = a.structured
+        if s is None or not s.flops_before:
+            continue
+        how = f"FLOPs target {s.flops_target:g}" if s.flops_target is not None else f"ratio {s.ratio:g}"
+        lines += ["", f"#### Structured pruning: {a.name} ({how}, {s.criterion})", "",
+                  "| | before | after | after / before |", "|---|---:|---:|---:|"]
+        for label, before, after in (("FLOPs", s.flops_before, s.flops_after), ("parameters", s.params_before, s.params_after),
+                                     ("size (bytes)", s.size_bytes_before, s.size_bytes_after),
+                                     (f"latency p50 ms ({s.latency_runtime})", s.latency_ms_before, s.latency_ms_after)):
+            if before:
+                lines.append(f"| {label} | {before:,.3f} | {after:,.3f} | {after / before:.2f} |" if isinstance(before, float)
+                             else f"| {label} | {before:,} | {after:,} | {after / before:.2f} |")
+        frozen = [g for g in s.groups or [] if g.get("frozen")]
+        whole = "; ".join(f"{g['producers'][0]}: {g['frozen']}" for g in frozen[:3])
+        lines.append(f"<br>{len(s.groups or []) - len(frozen)} channel groups pruned, {len(frozen)} left whole ({whole})")
+    return lines
 
 
 def svg_bar_chart(title: str, items: list[tuple[str, float | None, str, str]], unit: str, width: int = 520) -> str:
