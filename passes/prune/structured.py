@@ -3,8 +3,10 @@ rebuild a physically smaller model (channels.py does the graph surgery, flops.py
 
 Ranking: `l1`/`l2` sum the per-filter norms of every producer in a group (each divided by its mean, so a group tied
 across an Add weighs its producers equally); `bn` sums the |gamma| of the BatchNorms on the group (groups without one
-fall back to l1). `ratio` removes floor(ratio * size) channels of every prunable group; `flops_target` instead finds
-the smallest uniform ratio whose rebuilt model has at most that fraction of the original FLOPs.
+fall back to l1). `ratio` removes floor(ratio * size) channels of every prunable group; `flops_target` instead allocates
+globally: channels go, `multiple` at a time, from the group where they save the most FLOPs per importance lost,
+until the rebuilt model has at most that fraction of the original FLOPs; no group loses more than half its
+channels, and a target that needs more falls back to the smallest uniform ratio that meets it.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from mdeploy.passes.prune.summary import compressed_size
 
 CRITERIA = ("l1", "l2", "bn")
 MAX_RATIO = 0.95
+GLOBAL_CAP = 0.5  # under a FLOPs target no group loses more than half its channels (then: uniform ratio)
 
 
 def _filter_norms(layer, criterion: str) -> np.ndarray:
@@ -104,17 +107,54 @@ def estimated_flops(graph: ChannelGraph, dense: dict[str, Any]) -> float:
     return total
 
 
-def ratio_for_flops(graph: ChannelGraph, scores, dense: dict[str, Any], target: float, multiple: int = 1) -> float:
-    """The smallest uniform ratio (to 1e-3) whose estimated FLOPs are at most target x the dense FLOPs."""
-    goal = target * dense["flops"]
+def masks_for_flops(graph: ChannelGraph, scores: dict[int, np.ndarray], dense: dict[str, Any], goal: float,
+                    multiple: int = 1, cap: float = GLOBAL_CAP) -> dict[int, np.ndarray]:
+    """Global allocation under a FLOPs budget: repeatedly remove the next `multiple` least important channels of the
+    group where that saves the most FLOPs per unit of importance lost (scores are per-group normalized), until the
+    estimated FLOPs reach `goal`; no group loses more than `cap` of its channels."""
+    order = {g: np.argsort(score, kind="stable") for g, score in scores.items()}
+    removed = {g: 0 for g in scores}
+
+    def mask(g: int, n_removed: int) -> np.ndarray:
+        m = np.ones(graph.groups[g].size, bool)
+        m[order[g][:n_removed]] = False
+        return m
+
+    masks = {g: mask(g, 0) for g in scores}
+    graph.set_masks(masks)
+    current = estimated_flops(graph, dense)
+    while current > goal:
+        best = None
+        for g, score in scores.items():
+            size = graph.groups[g].size
+            keep = size - removed[g]
+            new_keep = (keep - 1) // multiple * multiple if multiple > 1 else keep - 1
+            if new_keep < max(1, math.ceil(size * (1 - cap))):
+                continue
+            step = keep - new_keep
+            cost = float(score[order[g][removed[g]:removed[g] + step]].sum()) + 1e-9
+            graph.set_masks({**masks, g: mask(g, removed[g] + step)})
+            flops = estimated_flops(graph, dense)
+            value = (current - flops) / cost
+            if best is None or value > best[0]:
+                best = (value, g, step, flops)
+        if best is None:
+            break
+        _, g, step, current = best
+        removed[g] += step
+        masks[g] = mask(g, removed[g])
+    graph.set_masks(masks)
+    return masks
+
+
+def ratio_for_flops(graph: ChannelGraph, scores, dense: dict[str, Any], goal: float, multiple: int = 1) -> float:
+    """The smallest uniform ratio (to 1e-3) whose estimated FLOPs are at most `goal` (the fallback allocation)."""
     lo, hi = 0.0, MAX_RATIO
-    graph.set_masks(masks_for_ratio(graph, scores, hi, multiple))
-    if estimated_flops(graph, dense) > goal:
-        return hi
     while hi - lo > 1e-3:
         mid = (lo + hi) / 2
         graph.set_masks(masks_for_ratio(graph, scores, mid, multiple))
         lo, hi = (lo, mid) if estimated_flops(graph, dense) <= goal else (mid, hi)
+    graph.set_masks(masks_for_ratio(graph, scores, hi, multiple))
     return hi
 
 
@@ -181,21 +221,29 @@ class PruneStructured:
                            "mdeploy does not slice)", "use unstructured --sparsity for this model")
         dense = model_flops(model)
         scores = channel_scores(graph, self.criterion)
-        ratio = self.ratio if self.ratio is not None else ratio_for_flops(graph, scores, dense, self.flops_target,
-                                                                                      self.multiple)
-        while True:
-            graph.set_masks(masks_for_ratio(graph, scores, ratio, self.multiple))
-            ctx.stage(f"rebuilding with {ratio:.3f} of each group's filters removed")
+        if self.flops_target is None:
+            graph.set_masks(masks_for_ratio(graph, scores, self.ratio, self.multiple))
+            ctx.stage(f"rebuilding with {self.ratio:g} of each group's filters removed")
             small = rebuild(graph, keras)
             after = model_flops(small)
-            if self.flops_target is None or after["flops"] <= self.flops_target * dense["flops"] or ratio >= MAX_RATIO:
-                break
-            ratio = min(MAX_RATIO, ratio + 0.01)
-        if self.flops_target is not None and after["flops"] > self.flops_target * dense["flops"]:
-            frozen = sum(1 for g in graph.roots() if graph.groups[g].frozen)
-            raise BadInput(f"{artifact.path}: the FLOPs target {self.flops_target:g} cannot be reached: removing "
-                           f"{MAX_RATIO:.0%} of every prunable group leaves {after['flops'] / dense['flops']:.2f} of the "
-                           f"FLOPs ({frozen} groups must stay whole)", "ask for a higher --flops-target")
+        else:
+            goal = self.flops_target * dense["flops"]
+            for shrink in (1.0, 0.995, 0.98, 0.95):  # the estimate ignores bias terms: tighten until the count agrees
+                ctx.stage(f"allocating channels for {self.flops_target:g} of the FLOPs")
+                masks_for_flops(graph, scores, dense, goal * shrink, self.multiple)
+                if estimated_flops(graph, dense) > goal * shrink:  # half of every group was not enough
+                    ratio_for_flops(graph, scores, dense, goal * shrink, self.multiple)
+                small = rebuild(graph, keras)
+                after = model_flops(small)
+                if after["flops"] <= goal:
+                    break
+            if after["flops"] > goal:
+                frozen = sum(1 for g in graph.roots() if graph.groups[g].frozen)
+                raise BadInput(f"{artifact.path}: the FLOPs target {self.flops_target:g} cannot be reached: removing up "
+                               f"to {MAX_RATIO:.0%} of every prunable group leaves {after['flops'] / dense['flops']:.2f} "
+                               f"of the FLOPs ({frozen} groups must stay whole)", "ask for a higher --flops-target")
+        kept = sum(int(graph.groups[g].mask.sum()) for g in scores)
+        ratio = self.ratio if self.ratio is not None else 1 - kept / sum(graph.groups[g].size for g in scores)
         workdir = Path(tempfile.mkdtemp(prefix="mdeploy-structured-"))
         try:
             baseline = workdir / "dense.keras"

@@ -203,7 +203,7 @@ def test_optimize_structured_then_int8_beside_dense(tmp_path, digits_model, digi
     by_name = {a.name: a for a in report.artifacts}
     assert {"structured-keras", "tflite", "tflite-int8", "pruned-tflite", "pruned-tflite-int8"} <= set(by_name)
     assert by_name["pruned-tflite-int8"].size_bytes < by_name["tflite-int8"].size_bytes
-    assert by_name["pruned-tflite"].size_bytes < 0.7 * by_name["tflite"].size_bytes
+    assert by_name["pruned-tflite"].size_bytes < 0.9 * by_name["tflite"].size_bytes
     s = by_name["structured-keras"].structured
     assert s.flops_after <= 0.5 * s.flops_before and s.fine_tune["epochs"] == 2
     assert by_name["pruned-tflite"].structured is None  # the section stays on the model it describes
