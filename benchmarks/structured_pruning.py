@@ -156,9 +156,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--runs", type=int, default=0, help="timed calls per round (default: 200 digits, 10 mobilenet)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--channel-multiple", type=int, default=None,
+    ap.add_argument("--channel-multiple", type=int, default=8,
                     help="round kept channels up to a multiple of N (ONNX Runtime's conv kernels slow down on odd "
-                         "counts); default 4 for digits (whose 16/32 channels leave 8 too coarse a step), 8 otherwise")
+                         "counts)")
     ap.add_argument("--digits-batch", type=int, default=64,
                     help="batch for the digits model: at batch 1 its 0.7 MFLOPs hide under the per-call overhead")
     ap.add_argument("--out", type=Path, default=None)
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     for model in args.models.split(","):
         t0 = time.time()
         variants = make_variants(model, out, targets, args.sparsity, args.epochs,
-                                 args.channel_multiple or (4 if model == "digits" else 8))
+                                 args.channel_multiple or 8)
         runs = args.runs or (100 if model == "digits" else 10)
         batch = args.digits_batch if model == "digits" else 1
         timings = {}
