@@ -320,3 +320,19 @@ def test_sparsity_survives_int8_onnx_and_tflite(tmp_path, digits_pruned, digits_
     assert {t["dtype"] for t in tflite_measure["tensors"]} == {"int8"}
     assert tflite_measure["params"] == keras_measure["params"]
     assert tflite_measure["zeros"] >= keras_measure["zeros"]
+
+
+def test_sparse_kernel_candidates_follow_xnnpack_pattern(digits_pruned):
+    """Only 1x1 Conv2D kernels at >= 2/3 sparsity fit XNNPACK's sparse inference; the note says no speed was measured."""
+    import json
+
+    from mdeploy.passes.prune.summary import sparse_kernel_candidates
+
+    layers = [{"name": "pw", "kind": "Conv2D", "shape": [1, 1, 8, 16], "achieved": 0.7},
+              {"name": "pw_low", "kind": "Conv2D", "shape": [1, 1, 8, 16], "achieved": 0.5},
+              {"name": "k3", "kind": "Conv2D", "shape": [3, 3, 8, 16], "achieved": 0.9},
+              {"name": "fc", "kind": "Dense", "shape": [8, 16], "achieved": 0.9}]
+    found = sparse_kernel_candidates(layers)
+    assert found["qualifying_layers"] == ["pw"] and "no measured speedup" in found["note"]
+    record = json.loads((digits_pruned / "report.json").read_text())["artifacts"][-1]
+    assert record["pruning"]["sparse_kernels"]["qualifying_layers"] == []  # digits has 3x3 convs and Dense only
