@@ -181,5 +181,5 @@ def outlier_model(tmp_path_factory) -> Path:
     finally:
         sys.path.pop(0)
     out = tmp_path_factory.mktemp("outlier")
-    build(out)
+    build(out, epochs=8)  # ~84% instead of the benchmark's 94% at 12 epochs, for a third less training time
     return out

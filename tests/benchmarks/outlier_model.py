@@ -22,7 +22,7 @@ OUTLIER_LAYER = 5  # dense5 gets the outlier channels; dense6 compensates
 SEED = 7
 
 
-def build(out_dir: Path, epochs: int = 12) -> dict[str, float]:
+def build(out_dir: Path, epochs: int = 12, batch_size: int = 32, lr: float = 2e-3) -> dict[str, float]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import numpy as np
@@ -45,8 +45,8 @@ def build(out_dir: Path, epochs: int = 12) -> dict[str, float]:
         x = keras.layers.Dense(64, activation="relu", name=f"dense{i + 1}")(x)
     out = keras.layers.Dense(10, activation="softmax", name="probs")(x)
     model = keras.Model(inp, out, name="digits_outlier")
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(xt, yt, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(xt, yt, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
     before = float(np.mean(np.argmax(model.predict(xv, verbose=0), -1) == yv))
 
     units = list(OUTLIER_UNITS)

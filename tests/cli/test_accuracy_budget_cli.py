@@ -8,8 +8,11 @@ import tomllib
 import pytest
 
 
+SAMPLES = "64"  # calibration samples: a third of the default's trial time, the same collapse and the same fix
+
+
 def _args(d, out, *extra):
-    return ["quantize", d / "outlier.keras", "--calibration", d / "outlier_calibration.npz",
+    return ["quantize", d / "outlier.keras", "--calibration", d / "outlier_calibration.npz", "--samples", SAMPLES,
             "--validation", d / "outlier_validation.npz", "-o", out, *extra]
 
 
@@ -58,8 +61,9 @@ def test_the_recipe_file_reproduces_the_chosen_artifact(onnx_budget_run, outlier
     recipe = tomllib.loads((out / a["accuracy_search"]["recipe"]).read_text())
     q = recipe["quantize"]
     assert q["exclude"] == a["accuracy_search"]["chosen"]["exclude"] and recipe["validate"]["max_accuracy_drop"] == 0.01
+    assert q["samples"] == int(SAMPLES)
     again = tmp_path / "again"
-    flags = ["--to", "onnx", "--method", q["method"], "--exclude", ",".join(q["exclude"])]
+    flags = ["--to", "onnx", "--method", q["method"], "--exclude", ",".join(q["exclude"]), "--samples", str(q["samples"])]
     flags += [] if q["per_channel"] else ["--per-tensor"]
     flags += ["--symmetric-activations"] if q["symmetric_activations"] else []
     result = mdeploy("quantize", out / "onnx" / "model.onnx", "--calibration", outlier_model / "outlier_calibration.npz",
