@@ -25,7 +25,7 @@ from mdeploy.calibration.adapters import representative_dataset
 from mdeploy.calibration.batches import LABELS, CalibrationSource, batch_size_of
 from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
 from mdeploy.passes.core.artifact import Artifact
-from mdeploy.passes.quantize.debug import LayerDebug, LayerError, rank_layers, sqnr_db
+from mdeploy.passes.quantize.debug import RANK_SAMPLES, LayerDebug, LayerError, rank_layers, sqnr_db
 
 
 def _float_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -51,7 +51,7 @@ def debug_dataset(source: CalibrationSource, names: list[str], limit: int | None
     return generate
 
 
-def tflite_layer_errors(source: Artifact, qpass, heldout: CalibrationSource, work: Path, limit: int | None = None,
+def tflite_layer_errors(source: Artifact, qpass, heldout: CalibrationSource, work: Path, limit: int | None = RANK_SAMPLES,
                         float_tflite: Path | None = None) -> LayerDebug:
     """Measure every quantized op of the int8 TFLite model `qpass` makes from `source` on up to `limit` held-out samples;
     with `float_tflite` (the float model converted from the same source) also each op's weight error."""
