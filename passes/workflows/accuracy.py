@@ -72,9 +72,14 @@ class LayerSearch:
         return out
 
     def evaluate(self, stage: str, knobs: Knobs, exclude: tuple[str, ...]) -> Trial:
+        from mdeploy.passes.core.errors import PassFailed
+
         self.count += 1
         t0 = time.perf_counter()
-        candidate = self._quantize(with_knobs(self.qpass, knobs, exclude), self.source, f"trial-{self.count}{self.suffix}")
+        try:
+            candidate = self._quantize(with_knobs(self.qpass, knobs, exclude), self.source, f"trial-{self.count}{self.suffix}")
+        except PassFailed as e:  # e.g. a mix of float and int8 layers that overflows (NaN/Inf): a failed trial, not the end
+            return Trial(stage, knobs, exclude, False, None, None, str(e), time.perf_counter() - t0)
         quality = quantization_quality(self.parent, candidate, self.heldout.open(self.parent.inputs), self.thresholds)
         return trial_from_quality(stage, knobs, exclude, quality, time.perf_counter() - t0)
 

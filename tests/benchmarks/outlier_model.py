@@ -22,7 +22,10 @@ OUTLIER_LAYER = 5  # dense5 gets the outlier channels; dense6 compensates
 SEED = 7
 
 
-def build(out_dir: Path, epochs: int = 12, batch_size: int = 32, lr: float = 2e-3) -> dict[str, float]:
+def build(out_dir: Path, epochs: int = 12, batch_size: int = 32, lr: float = 2e-3, filters: int = 16,
+          units: int = 64) -> dict[str, float]:
+    """Train, add the outliers, save. `filters`/`units` widen the convs/denses (64/256: a model where int8 is
+    faster than float on a CPU, for the latency comparison)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import numpy as np
@@ -37,25 +40,25 @@ def build(out_dir: Path, epochs: int = 12, batch_size: int = 32, lr: float = 2e-
     inp = keras.Input((8, 8, 1), name=INPUT_NAME)
     x = inp
     for i in range(CONVS):  # a pool halfway and at the end: 8x8 -> 4x4 -> 2x2
-        x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
         if i + 1 in (CONVS // 2, CONVS):
             x = keras.layers.MaxPooling2D(name=f"pool{i + 1}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     for i in range(DENSES):
-        x = keras.layers.Dense(64, activation="relu", name=f"dense{i + 1}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"dense{i + 1}")(x)
     out = keras.layers.Dense(10, activation="softmax", name="probs")(x)
     model = keras.Model(inp, out, name="digits_outlier")
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(xt, yt, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
     before = float(np.mean(np.argmax(model.predict(xv, verbose=0), -1) == yv))
 
-    units = list(OUTLIER_UNITS)
+    picked = list(OUTLIER_UNITS)
     k2, b2 = model.get_layer(f"dense{OUTLIER_LAYER}").get_weights()
-    k2[:, units] *= OUTLIER
-    b2[units] *= OUTLIER
+    k2[:, picked] *= OUTLIER
+    b2[picked] *= OUTLIER
     model.get_layer(f"dense{OUTLIER_LAYER}").set_weights([k2, b2])
     k3, b3 = model.get_layer(f"dense{OUTLIER_LAYER + 1}").get_weights()
-    k3[units, :] /= OUTLIER
+    k3[picked, :] /= OUTLIER
     model.get_layer(f"dense{OUTLIER_LAYER + 1}").set_weights([k3, b3])
     after = float(np.mean(np.argmax(model.predict(xv, verbose=0), -1) == yv))
 
@@ -67,5 +70,6 @@ def build(out_dir: Path, epochs: int = 12, batch_size: int = 32, lr: float = 2e-
     return {"accuracy": before, "accuracy_with_outliers": after}
 
 
-if __name__ == "__main__":
-    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("outlier-model")))
+if __name__ == "__main__":  # OUTDIR [FILTERS UNITS]
+    wide = {"filters": int(sys.argv[2]), "units": int(sys.argv[3])} if len(sys.argv) > 3 else {}
+    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("outlier-model"), **wide))
