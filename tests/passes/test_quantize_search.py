@@ -73,3 +73,23 @@ def test_ranking_puts_the_lowest_sqnr_first_and_measures_sqnr_in_db():
                           LayerError("c", "Gemm", "c", math.inf, 0.0)])
     assert [x.node for x in layers] == ["b", "a", "c"] and [x.rank for x in layers] == [1, 2, 3]
     assert sqnr_db(100.0, 1.0) == pytest.approx(20.0) and sqnr_db(1.0, 0.0) == math.inf
+
+
+def test_a_trial_whose_quantizer_fails_is_a_failed_trial_not_the_end_of_the_search(monkeypatch, tmp_path):
+    """On magika a mix of float and int8 layers made the quantizer's smoke run produce NaN: that setting fails, the
+    search goes on."""
+    from mdeploy.passes.checks.gates import Thresholds
+    from mdeploy.passes.core.errors import PassFailed
+    from mdeploy.passes.quantize.onnx import QuantizeOnnx
+    from mdeploy.passes.workflows.accuracy import LayerSearch
+
+    search = LayerSearch(None, None, QuantizeOnnx(mode="int8"), None, Thresholds(), tmp_path)
+
+    def fails(*_):
+        raise PassFailed("the quantized model produces NaN/Inf in output(s) y", "keep those ops in float")
+
+    monkeypatch.setattr(search, "_quantize", fails)
+    t = search.evaluate("prefix", Knobs(), ("n1",))
+    assert not t.passed and "NaN/Inf" in t.failure and t.score == math.inf and t.exclude == ("n1",)
+    better = Trial("prefix", Knobs(), ("n1", "n2"), False, 0.5, None)
+    assert better.better_than(t) and not t.better_than(better)
