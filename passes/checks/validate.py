@@ -179,20 +179,43 @@ def _run(runner, feeds: dict[str, np.ndarray], name: str) -> dict[str, np.ndarra
 
 # --------------------------------------------------------------------------- validate
 
+class ReferenceOutputs:
+    """The reference's outputs, batch by batch, kept across validate() calls that compare several candidates with
+    one reference on the same data one after another (the accuracy search's trials): the reference runs once.
+    Holds what one validate() holds anyway (every batch's reference outputs)."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, np.ndarray]] = []
+        self.inputs: tuple = ()  # the reference runner's input specs
+        self.complete = False
+
+    def get(self, i: int, compute) -> dict[str, np.ndarray]:
+        if self.complete:
+            return self.batches[i]
+        out = compute()
+        self.batches.append(out)
+        return out
+
+
 def validate(reference: Artifact, candidates: list[Artifact], source, thresholds: Thresholds | None = Thresholds(),
-             limit: int | None = None, threads: int | None = None) -> ValidationResult:
+             limit: int | None = None, threads: int | None = None,
+             reference_outputs: ReferenceOutputs | None = None) -> ValidationResult:
     """Run `reference` and each candidate on every batch of `source` and compare each candidate with the reference.
 
     `source` is a calibration source (see calibration.open_source) opened against the reference's inputs,
     so data that does not fit the model raises BadInput on the first batch. Labels, when present, are checked
     (gates.check_labels) and give accuracy and its drop, or the MSE/MAE increase of a regressor. Each output is
     gated by its task (passes/checks/gates.py); `thresholds=None` measures without gating. Raises BadInput when a
-    candidate's inputs or outputs do not match the reference's.
+    candidate's inputs or outputs do not match the reference's. `reference_outputs` (the same source and `limit`
+    every call) runs the reference on the first call only.
     """
 
     if not candidates:
         raise BadInput("no candidate to validate", "pass at least one CANDIDATE model after the REFERENCE")
-    ref_runner = artifact_runner(reference, threads)
+    memo = reference_outputs if reference_outputs is not None else ReferenceOutputs()
+    ref_runner = None if memo.complete else artifact_runner(reference, threads)
+    if ref_runner is not None:
+        memo.inputs = ref_runner.inputs
     runners = [artifact_runner(c, threads) for c in candidates]
     plans: list = [None] * len(candidates)
     ref_parts: list[dict[str, np.ndarray]] = []
@@ -208,11 +231,11 @@ def validate(reference: Artifact, candidates: list[Artifact], source, thresholds
             keep = limit - n
             batch = {k: v[:keep] for k, v in batch.items()}
             y = None if y is None else y[:keep]
-        ref_out = _run(ref_runner, batch, reference.name)
+        ref_out = memo.get(len(ref_parts), lambda: _run(ref_runner, batch, reference.name))
         ref_parts.append(ref_out)
         for i, (cand, runner) in enumerate(zip(candidates, runners)):
             if plans[i] is None:
-                plans[i] = input_plan(ref_runner.inputs, runner.inputs, batch, cand.name)
+                plans[i] = input_plan(memo.inputs, runner.inputs, batch, cand.name)
             out = _run(runner, _feed(plans[i][0], batch), cand.name)
             if not cand_parts[i]:
                 _check_outputs(ref_out, out, cand.name)
@@ -222,6 +245,7 @@ def validate(reference: Artifact, candidates: list[Artifact], source, thresholds
         n += len(next(iter(batch.values())))
     if n == 0:
         raise BadInput(f"{source.description}: no samples", "give a data file with at least one sample")
+    memo.complete = True
 
     ref_all = {k: np.concatenate([p[k] for p in ref_parts]) for k in ref_parts[0]}
     if labels and len(labels) != len(ref_parts):

@@ -71,6 +71,9 @@ class Context:
     parity_data: str | None = None  # a data spec (see calibration.open_source); None = generated inputs
     cache_dir: Path | None = None
     verbose: bool = False  # spawned branch processes configure their logging from it
+    # A directory where int8 passes keep calibration ranges keyed by everything that decides them, so runs that
+    # differ only in what they quantize (the accuracy search's trials) calibrate once. None: calibrate every run.
+    calibration_cache: Path | None = None
     on_stage: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     warnings: list[str] = field(default_factory=list)
     # Files this OUTDIR's report.json lists ({resolved path: sha256}): a pass may replace them without --force,

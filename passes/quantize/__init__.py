@@ -81,15 +81,16 @@ def _float_runs(artifact: Artifact, feeds) -> bool:
 
 
 def quantization_quality(parent: Artifact, quantized: Artifact, heldout: CalibrationSource,
-                         thresholds: Thresholds | None = None) -> dict[str, Any]:
+                         thresholds: Thresholds | None = None, reference_outputs=None) -> dict[str, Any]:
     """Compare a quantized artifact with its float parent on held-out data: `validate`, gated by `thresholds`
     (task defaults for unset bounds; None measures without a gate).
 
     Returns size_ratio, top1_agreement (classifier-shaped outputs), max/mean abs error, sqnr_db (the worst output),
     accuracy / parent_accuracy / accuracy_drop (fractions) when the data carries labels, and passed/failures/gates.
+    `reference_outputs` (checks.validate.ReferenceOutputs) keeps the parent's outputs between calls on the same data.
     """
 
-    result = validate(parent, [quantized], heldout, thresholds)
+    result = validate(parent, [quantized], heldout, thresholds, reference_outputs=reference_outputs)
     c = result.candidates[0]
     worst_of = c.summary()
     return {

@@ -209,17 +209,37 @@ class QuantizeOnnx:
             raise BadInput(f"{calibration.spec}: no calibration samples", "give calibration data with at least one sample")
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[self.method]
+        op_types = self._op_types(types, static=True, weights_only=weights_only)
+        cache = self._calibration_cache(ctx, pre, calibration, op_types)
+        if cache is not None and cache.is_file():
+            reader = None  # ranges from an earlier run with the same model, data and calibration settings
         quantize_static(str(pre), str(out), reader,
                         quant_format=QuantFormat.QDQ if self.format == "qdq" else QuantFormat.QOperator,
                         per_channel=per_channel, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
-                        calibrate_method=method, nodes_to_exclude=names or None,
-                        op_types_to_quantize=self._op_types(types, static=True, weights_only=weights_only),
+                        calibrate_method=method, nodes_to_exclude=names or None, op_types_to_quantize=op_types,
+                        calibration_cache_path=cache,
                         # a stride of one batch bounds memory (ranges/histograms are merged batch by batch instead
                         # of after holding every batch's activations), and ORT's histogram collector needs
                         # equal-sized batches within a stride
                         extra_options={"CalibStridedMinMax": 1, **extra,
                                        **({"ActivationSymmetric": True} if self.symmetric_activations else {})})
+
+
+    def _calibration_cache(self, ctx: Context, pre: Path, calibration: DataSpec, op_types) -> Path | None:
+        """ctx.calibration_cache/<key>.json: the key is everything that decides the ranges (the pre-processed graph's
+        bytes, the data window, the method, symmetric activations, which op types are calibrated), and nothing that
+        does not (nodes kept in float, per-channel weights, the output format)."""
+        if ctx.calibration_cache is None:
+            return None
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(Path(pre).read_bytes())
+        digest.update(json.dumps([dataclasses.asdict(calibration), self.method, self.symmetric_activations, op_types],
+                                 default=str).encode())
+        Path(ctx.calibration_cache).mkdir(parents=True, exist_ok=True)
+        return Path(ctx.calibration_cache) / f"{digest.hexdigest()[:32]}.json"
 
 
 def pre_process(source: Path, work: Path, warn) -> Path:

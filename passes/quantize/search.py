@@ -51,7 +51,6 @@ class Trial:
     sqnr_db: float | None
     failure: str = ""
     seconds: float = 0.0
-    artifact: Any = None  # the evaluated artifact (kept out of the report)
 
     @property
     def score(self) -> float:

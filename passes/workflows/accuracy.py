@@ -2,6 +2,8 @@
 the real quantizers and the gate. The search itself is passes/quantize/search.py; the layer measurement is
 passes/quantize/debug.py. Every trial is written to a temporary directory; only the chosen setting is quantized
 into OUTDIR (by the caller, through the normal pass, so the step cache and the report record it like any other).
+A trial re-uses what does not change between trials: the float parent's held-out outputs (run once), and for ONNX
+the calibration ranges of each knob setting (computed once; excluding layers does not change them).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.passes.checks.gates import Thresholds
+from mdeploy.passes.checks.validate import ReferenceOutputs
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.pipeline import Context
 from mdeploy.passes.quantize import quantization_quality
@@ -62,11 +65,12 @@ class LayerSearch:
         self.work, self.seed = Path(work), seed
         self.count = 0
         self.warnings: list[str] = []
+        self.reference = ReferenceOutputs()  # the float parent runs on the held-out data once, not once per trial
         self._pre: Artifact | None = None
         self.suffix = ".onnx" if isinstance(qpass, QuantizeOnnx) else ".tflite"
 
     def _quantize(self, qpass, source: Artifact, file_name: str) -> Artifact:
-        ctx = Context(out_dir=self.work, force=True, seed=self.seed)
+        ctx = Context(out_dir=self.work, force=True, seed=self.seed, calibration_cache=self.work / "calibration")
         out = dataclasses.replace(qpass, file_name=file_name).run(source, ctx)
         self.warnings.extend(w for w in ctx.warnings if w not in self.warnings)
         return out
@@ -80,7 +84,11 @@ class LayerSearch:
             candidate = self._quantize(with_knobs(self.qpass, knobs, exclude), self.source, f"trial-{self.count}{self.suffix}")
         except PassFailed as e:  # e.g. a mix of float and int8 layers that overflows (NaN/Inf): a failed trial, not the end
             return Trial(stage, knobs, exclude, False, None, None, str(e), time.perf_counter() - t0)
-        quality = quantization_quality(self.parent, candidate, self.heldout.open(self.parent.inputs), self.thresholds)
+        try:
+            quality = quantization_quality(self.parent, candidate, self.heldout.open(self.parent.inputs),
+                                           self.thresholds, self.reference)
+        finally:  # only the chosen setting is kept (re-quantized by the caller): trials of a big model add up
+            Path(candidate.path).unlink(missing_ok=True)
         return trial_from_quality(stage, knobs, exclude, quality, time.perf_counter() - t0)
 
     def preprocessed(self) -> Artifact:

@@ -93,3 +93,39 @@ def test_a_trial_whose_quantizer_fails_is_a_failed_trial_not_the_end_of_the_sear
     assert not t.passed and "NaN/Inf" in t.failure and t.score == math.inf and t.exclude == ("n1",)
     better = Trial("prefix", Knobs(), ("n1", "n2"), False, 0.5, None)
     assert better.better_than(t) and not t.better_than(better)
+
+
+def test_trials_share_calibration_ranges_and_get_the_same_model_as_a_fresh_calibration(tmp_path, digits_converted,
+                                                                                       digits_calibration):
+    """Excluding layers does not change the calibration ranges, so the search calibrates once per knob setting; a
+    cached run must quantize exactly as a fresh one does, and a different method must not hit the cache."""
+    import onnx
+    from onnx import numpy_helper
+
+    from mdeploy.calibration.sources import DataSpec
+    from mdeploy.passes.backends import open_artifact
+    from mdeploy.passes.core.pipeline import Context
+    from mdeploy.passes.quantize.onnx import QuantizeOnnx
+
+    source = open_artifact(digits_converted / "onnx" / "model.onnx")
+    data = DataSpec(str(digits_calibration), take=64)
+    cache = tmp_path / "calibration"
+    node = next(n.name for n in onnx.load(str(source.path)).graph.node if n.op_type in ("Conv", "MatMul", "Gemm"))
+
+    def run(name: str, cached: bool, **kw):
+        ctx = Context(out_dir=tmp_path / name, calibration_cache=cache if cached else None)
+        return QuantizeOnnx(mode="int8", calibration=data, **kw).run(source, ctx)
+
+    run("plain", True)
+    assert len(list(cache.glob("*.json"))) == 1
+    hit = run("hit", True, exclude=(node,))
+    assert len(list(cache.glob("*.json"))) == 1, "a trial that only keeps a layer in float re-calibrated"
+    fresh = run("fresh", False, exclude=(node,))
+
+    def params(path) -> dict:
+        g = onnx.load(str(path)).graph
+        return {i.name: numpy_helper.to_array(i).tobytes() for i in g.initializer}, [n.op_type for n in g.node]
+
+    assert params(hit.path) == params(fresh.path)
+    run("entropy", True, method="entropy")
+    assert len(list(cache.glob("*.json"))) == 2

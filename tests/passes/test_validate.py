@@ -125,3 +125,26 @@ def test_failure_reads_as_candidate_metric_value_threshold():
     f = Failure("int8", "accuracy_drop", 0.05, 0.01)
     assert str(f) == "int8: accuracy_drop = 0.05 > max 0.01"
     assert Failure("a", "sqnr_db", 10.0, 20.0, "logits").to_dict()["output"] == "logits"
+
+
+def test_reference_outputs_run_the_reference_once_and_change_no_verdict(tmp_path, digits_converted, digits_validation):
+    """The accuracy search compares many trials with one float parent: with ReferenceOutputs the parent runs on the
+    first call only (here its file is gone before the second), and every metric equals a plain validate()'s."""
+    import shutil
+
+    from mdeploy.passes.checks.validate import ReferenceOutputs
+
+    onnx_path = artifacts(digits_converted)["onnx"]
+    copy = tmp_path / "reference.onnx"
+    shutil.copy(onnx_path, copy)
+    broken = tmp_path / "broken.onnx"
+    corrupt_largest_kernel(onnx_path, broken)
+    ref, cands = named(copy, "onnx"), [named(broken, "broken"), named(onnx_path, "same")]
+    memo = ReferenceOutputs()
+    first = validate(ref, cands[:1], open_source(str(digits_validation), ref.inputs, batch_size=64), Thresholds(), reference_outputs=memo)
+    copy.unlink()
+    again = validate(ref, cands, open_source(str(digits_validation), ref.inputs, batch_size=64), Thresholds(), reference_outputs=memo)
+    plain = validate(named(onnx_path, "onnx"), cands, open_source(str(digits_validation), ref.inputs, batch_size=64), Thresholds())
+    assert first.candidates[0].outputs == again.candidates[0].outputs == plain.candidates[0].outputs
+    assert again.candidates[1].outputs == plain.candidates[1].outputs and again.reference_accuracy == plain.reference_accuracy
+    assert not again.candidates[0].passed and again.candidates[1].passed
