@@ -104,10 +104,10 @@ def one_format(to: str, case: Case, work: Path, draws: int, rounds: int, seed: i
             "top3": ranking[:3], "top3_accuracy": top3, "top3_recovery": top3 - plain,
             "random3_accuracy_mean": statistics.mean(randoms), "random3_accuracy_max": max(randoms),
             "random3_recovery_mean": statistics.mean(randoms) - plain, "random_draws": draws,
-            "budget_met": search.met, "budget_accuracy": rec.quality.accuracy, "kept_float": search.chosen["kept_float"],
+            "budget_met": search.met, "budget_accuracy": rec.quality.accuracy, "budget_note": search.note, "kept_float": search.chosen["kept_float"],
             "kept_float_fraction": search.kept_float_fraction, "exclude": search.chosen["exclude"],
             "full_evaluations": search.full_evaluations, "evaluation_bound": search.evaluation_bound,
-            "knob_trials": search.knob_trials, "knobs": [(t["method"], t["per_channel"], t["symmetric"], t["accuracy_drop"])
+            "knob_trials": search.knob_trials, "knobs": [(t["method"], t["per_channel"], t["symmetric"], t.get("weight_ops_only", False), t["accuracy_drop"])
                                                         for t in search.trials[:search.knob_trials]],
             "budget_seconds": round(seconds, 1), "p50_ms": med,
             "speed_vs_float": {k: med["float"] / v for k, v in med.items()}}
@@ -132,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2, default=str))
         return 0
-    print("| | float | plain int8 | top-3 ranked in float | 3 random in float (mean / best of draws) | --accuracy-budget 0.01 | kept in float | full evaluations (bound) | knob trials | search time |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| | float | plain int8 | top-3 ranked in float | 3 random in float (mean / best of draws) | --accuracy-budget 0.01 | kept in float | full evaluations (bound) | knob trials | search time | chosen |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         print(f"| {r['format']} | {r['float_accuracy']:.2%} | {r['plain_int8_accuracy']:.2%} | {r['top3_accuracy']:.2%} "
               f"| {r['random3_accuracy_mean']:.2%} / {r['random3_accuracy_max']:.2%} ({r['random_draws']} draws) "
               f"| {r['budget_accuracy']:.2%} | {r['kept_float']} of {r['layers']} | {r['full_evaluations']} "
-              f"({r['evaluation_bound']:.1f}) | {r['knob_trials']} | {r['budget_seconds']} s |")
+              f"({r['evaluation_bound']:.1f}) | {r['knob_trials']} | {r['budget_seconds']} s | {r['budget_note']} |")
     print()
     print("| | float p50 | plain int8 p50 (vs float) | budget artifact p50 (vs float) |")
     print("|---|---:|---:|---:|")

@@ -1,7 +1,8 @@
 """The accuracy-budget search: when int8 misses the gate, find the cheapest fix that meets it, counting evaluations.
 
 1. The cheap knobs, one at a time from the user's setting (calibration method, per-channel vs per-tensor weights,
-   symmetric vs asymmetric activations): each is one quantization and one evaluation, reported with its score.
+   symmetric vs asymmetric activations, only the weight ops quantized): each is one quantization and one
+   evaluation, reported with its score.
 2. Layers ranked by the error their quantization adds (passes/quantize/debug.py, one pass over held-out data),
    then a binary search over full evaluations for the smallest prefix of that ranking to keep in float
    (all N in float first: when even that misses, no subset meets the budget and the search says so).
@@ -14,6 +15,7 @@ with fewest layers in float, else the one closest to the budget. The search is a
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -30,13 +32,16 @@ class Knobs:
     method: str = "minmax"
     per_channel: bool = True
     symmetric: bool = False
+    weight_ops: bool = False  # only Conv/MatMul/Gemm quantized (ONNX), every other op float
 
     def describe(self) -> str:
         return (f"{self.method}, {'per-channel' if self.per_channel else 'per-tensor'}, "
-                f"{'symmetric' if self.symmetric else 'asymmetric'} activations")
+                f"{'symmetric' if self.symmetric else 'asymmetric'} activations"
+                + (", weight ops only" if self.weight_ops else ""))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "per_channel": self.per_channel, "symmetric": self.symmetric}
+        return {"method": self.method, "per_channel": self.per_channel, "symmetric": self.symmetric,
+                "weight_ops_only": self.weight_ops}
 
 
 @dataclass
@@ -122,10 +127,13 @@ Rank = Callable[[Knobs], LayerDebug]
 
 def knob_candidates(base: Knobs, methods: tuple[str, ...] = ("minmax", "entropy", "percentile")) -> list[Knobs]:
     """One knob changed at a time from `base`: the other calibration methods, the other weight granularity, the
-    other activation symmetry."""
-    out = [Knobs(m, base.per_channel, base.symmetric) for m in methods if m != base.method]
-    out.append(Knobs(base.method, not base.per_channel, base.symmetric))
-    out.append(Knobs(base.method, base.per_channel, not base.symmetric))
+    other activation symmetry, and only the weight ops quantized (what an expert tries first on a graph whose
+    normalisations are spelled out in element-wise ops)."""
+    out = [dataclasses.replace(base, method=m) for m in methods if m != base.method]
+    out.append(dataclasses.replace(base, per_channel=not base.per_channel))
+    out.append(dataclasses.replace(base, symmetric=not base.symmetric))
+    if not base.weight_ops:
+        out.append(dataclasses.replace(base, weight_ops=True))
     return out
 
 
@@ -163,8 +171,12 @@ def budget_search(evaluate: Evaluate, rank: Rank, base: Knobs, budget: float | N
     knob_trials = [run("knob", k, ()) for k in (knobs if knobs is not None else knob_candidates(base))]
     passing = [t for t in knob_trials if t.passed]
     if passing:
-        win = min(passing, key=lambda t: t.score)
-        return done(f"a cheaper knob meets the budget: {win.knobs.describe()}")
+        win = min(passing, key=lambda t: (t.knobs.weight_ops, t.score))  # int8 everywhere, when that passes too
+        note = f"a cheaper knob meets the budget: {win.knobs.describe()}"
+        if win.knobs.weight_ops:
+            note += " (Conv/MatMul/Gemm in int8, every other op in float)"
+        best = win
+        return done(note)
     chosen = min([first, *knob_trials], key=lambda t: t.score).knobs
     stage(f"accuracy budget: ranking layers ({chosen.describe()})")
     debug = rank(chosen)
@@ -185,11 +197,35 @@ def budget_search(evaluate: Evaluate, rank: Rank, base: Knobs, budget: float | N
             hi, passing_prefix = mid, t
         else:
             lo = mid
-    kept = list(passing_prefix.exclude)
-    for layer in reversed(list(passing_prefix.exclude)):  # least harmful first: the most likely to be unneeded
-        if len(kept) <= 1:
-            break
-        trial_set = tuple(x for x in kept if x != layer)
-        if run("return", chosen, trial_set).passed:
-            kept = list(trial_set)
+    kept = return_to_int8(lambda subset: run("return", chosen, subset).passed, list(passing_prefix.exclude))
     return done(f"kept {len(kept)} of {n} layers in float ({chosen.describe()})", debug, n)
+
+
+def return_to_int8(passes: Callable[[tuple[str, ...]], bool], prefix: list[str]) -> list[str]:
+    """Stage 3: the layers of a passing `prefix` (ranked worst first) that must stay in float. The last one is
+    needed (the prefix without it failed). A short prefix is tried one layer at a time, least harmful first; a long
+    one in halves (least harmful half first), splitting a half only when returning it whole fails, so k needed
+    layers among p cost about 2k*log2(p/k) evaluations instead of p (a ranking that puts many harmless layers ahead
+    of the needed ones costs less to correct)."""
+    needed, candidates = prefix[-1:], prefix[:-1]
+    kept = list(prefix)
+
+    def drop(group: list[str]) -> None:
+        nonlocal kept
+        if not group:
+            return
+        trial = [x for x in kept if x not in group]
+        if passes(tuple(trial)):
+            kept = trial
+        elif len(group) > 1:
+            half = len(group) // 2
+            drop(group[half:])  # the less harmful half (ranked later) first
+            drop(group[:half])
+
+    if len(candidates) <= 3:
+        for layer in reversed(candidates):
+            drop([layer])
+    else:
+        drop(candidates)
+    assert all(x in kept for x in needed)
+    return kept

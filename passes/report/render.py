@@ -353,7 +353,8 @@ def accuracy_search_lines(record: ArtifactRecord) -> list[str]:
             drop = _num(t.get("accuracy_drop"))
             score = f"accuracy drop {drop * 100:.2f} pp" if drop is not None else f"SQNR {_db(t.get('sqnr_db'))} dB"
             lines.append(f"  {t['stage']:>8}: {t['method']}, {'per-channel' if t['per_channel'] else 'per-tensor'}, "
-                         f"{'symmetric' if t['symmetric'] else 'asymmetric'}: {score} ({'pass' if t['passed'] else 'fail'})")
+                         f"{'symmetric' if t['symmetric'] else 'asymmetric'}"
+                         f"{', weight ops only' if t.get('weight_ops_only') else ''}: {score} ({'pass' if t['passed'] else 'fail'})")
     chosen = s.chosen or {}
     if s.layers:
         lines.append(f"  kept in float: {chosen.get('kept_float', 0)} of {s.layers} layers"
@@ -400,12 +401,13 @@ def layer_html(report: Report) -> str:
         s = a.accuracy_search
         if s is not None:
             parts += [f'<p class="meta">{html.escape(line.strip())}</p>' for line in accuracy_search_lines(a)]
-            head = ["#", "stage", "method", "weights", "activations", "in float", "accuracy drop", "SQNR dB", "gate"]
+            head = ["#", "stage", "method", "weights", "activations", "ops", "in float", "accuracy drop", "SQNR dB", "gate"]
             body = []
             for i, t in enumerate(s.trials, 1):
                 drop = _num(t.get("accuracy_drop"))
                 cells_ = [str(i), t["stage"], t["method"], "per-channel" if t["per_channel"] else "per-tensor",
-                          "symmetric" if t["symmetric"] else "asymmetric", str(t["kept_float"]),
+                          "symmetric" if t["symmetric"] else "asymmetric",
+                          "Conv/MatMul/Gemm" if t.get("weight_ops_only") else "all", str(t["kept_float"]),
                           "-" if drop is None else f"{drop * 100:.2f} pp", _db(t.get("sqnr_db")),
                           "pass" if t["passed"] else "fail"]
                 body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells_) + "</tr>")

@@ -25,20 +25,22 @@ from mdeploy.passes.quantize.search import Knobs, SearchResult, Trial, budget_se
 
 def knobs_of(qpass) -> Knobs:
     if isinstance(qpass, QuantizeOnnx):
-        return Knobs(qpass.method, qpass.per_channel, qpass.symmetric_activations)
+        return Knobs(qpass.method, qpass.per_channel, qpass.symmetric_activations, qpass.weight_ops_only)
     return Knobs("minmax", qpass.per_channel, False)
 
 
 def with_knobs(qpass, knobs: Knobs, exclude: tuple[str, ...]):
     if isinstance(qpass, QuantizeOnnx):
         return dataclasses.replace(qpass, method=knobs.method, per_channel=knobs.per_channel,
-                                   symmetric_activations=knobs.symmetric, exclude=exclude)
+                                   symmetric_activations=knobs.symmetric, weight_ops_only=knobs.weight_ops,
+                                   exclude=exclude)
     return dataclasses.replace(qpass, per_channel=knobs.per_channel, denylist=exclude)
 
 
 def knob_options(qpass) -> list[Knobs]:
     """ONNX Runtime offers every knob; the TFLite converter only per-channel vs per-tensor weights (its calibration
-    is min/max and its int8 activations asymmetric by the TFLite spec)."""
+    is min/max and its int8 activations asymmetric by the TFLite spec; keeping op types in float is the denylist,
+    which the layer stage searches)."""
     base = knobs_of(qpass)
     if isinstance(qpass, QuantizeOnnx):
         return knob_candidates(base)
@@ -164,6 +166,7 @@ def reproducing_recipe(to: str, chosen, calibration: str | None, validation: str
         lines += [f"method = {q(chosen.method)}", f"per_channel = {'true' if chosen.per_channel else 'false'}",
                   f"activations = {q(chosen.activations)}",
                   f"symmetric_activations = {'true' if chosen.symmetric_activations else 'false'}",
+                  f"weight_ops_only = {'true' if chosen.weight_ops_only else 'false'}",
                   "exclude = [" + ", ".join(q(e) for e in chosen.exclude) + "]"]
     else:
         lines += ["denylist = [" + ", ".join(q(e) for e in chosen.denylist) + "]"]
@@ -229,7 +232,8 @@ def optimize_searches(produced: dict[str, Artifact], inputs: dict[str, Artifact]
             source = parent
             qpass: Any = QuantizeOnnx(mode="int8", format=q.format, per_channel=q.per_channel, method=q.method,
                                       exclude=q.exclude, activations=q.activations,
-                                      symmetric_activations=q.symmetric_activations, calibration=calibration)
+                                      symmetric_activations=q.symmetric_activations,
+                                      weight_ops_only=q.weight_ops_only, calibration=calibration)
         else:
             parent, source = produced.get("tflite"), produced.get("savedmodel") or base
             if parent is None:

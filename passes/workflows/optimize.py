@@ -194,7 +194,7 @@ def _branch_nodes(source: Artifact, recipe: Recipe, q, calibration, name: str, b
             onnx_nodes.append(Node(f"{prefix}onnx-{mode}", QuantizeOnnx(
                 mode=mode, format=q.format, per_channel=q.per_channel, method=q.method, exclude=q.exclude,
                 activations=q.activations, symmetric_activations=q.symmetric_activations,
-                calibration=calibration if mode == "int8" else None,
+                weight_ops_only=q.weight_ops_only, calibration=calibration if mode == "int8" else None,
                 **named(quantized_file_name(mode, ".onnx", stem))), last))
     tf_nodes: list[Node] = []
     tflite_input = base

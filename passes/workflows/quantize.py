@@ -122,15 +122,18 @@ def float_parent(model: Path, source: Artifact, to: str, out_dir: Path, *, opset
 
 
 def quantization_pass(to: str, mode: str, calibration, *, method: str, format: str, per_channel: bool,
-                      exclude: tuple[str, ...], io: str, activations: str = "uint8", symmetric: bool = False):
+                      exclude: tuple[str, ...], io: str, activations: str = "uint8", symmetric: bool = False,
+                      weight_ops_only: bool = False):
     if to == "onnx":
         if io != "float":
             raise BadInput("--io applies to --to tflite only", "ONNX int8 models keep float inputs and outputs (QDQ)")
         return QuantizeOnnx(mode=mode, format=format, per_channel=per_channel, method=method, exclude=exclude,
-                            calibration=calibration, activations=activations, symmetric_activations=symmetric)
+                            calibration=calibration, activations=activations, symmetric_activations=symmetric,
+                            weight_ops_only=weight_ops_only)
 
-    if format != "qdq" or method != "minmax" or not per_channel or activations != "uint8" or symmetric:
-        raise BadInput("--format, --method, --per-tensor, --activations and --symmetric-activations apply to --to onnx only",
+    if format != "qdq" or method != "minmax" or not per_channel or activations != "uint8" or symmetric or weight_ops_only:
+        raise BadInput("--format, --method, --per-tensor, --activations, --symmetric-activations and --weight-ops-only "
+                       "apply to --to onnx only",
                        "the TFLite converter chooses these itself")
     if exclude and mode != "int8":
         raise BadInput("--exclude on --to tflite applies to --mode int8 (it keeps those ops in float)",
@@ -203,7 +206,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
              image=None, batch_size: int = 32,
              opset: int | None = None, thresholds: Thresholds | None = Thresholds(), force: bool = False, seed: int = 0,
              on_stage=None, trusted: bool = False, max_bytes: int | None = None,
-             input_shapes: InputShapes = (), symmetric_activations: bool = False, debug_layers: bool = False,
+             input_shapes: InputShapes = (), symmetric_activations: bool = False, weight_ops_only: bool = False,
+             debug_layers: bool = False,
              accuracy_budget: float | None = None) -> Report:
     """Quantize `model` for `to` in `mode`, compare it with its float parent on held-out data, and add it to OUTDIR/report.json.
 
@@ -229,7 +233,8 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
                        "start from the Keras model or SavedModel (or an ONNX model for --to onnx)")
     out_dir = Path(out_dir)
     qpass = quantization_pass(to, mode, None, method=method, format=format, per_channel=per_channel,
-                              exclude=tuple(exclude), io=io, activations=activations, symmetric=symmetric_activations)
+                              exclude=tuple(exclude), io=io, activations=activations, symmetric=symmetric_activations,
+                              weight_ops_only=weight_ops_only)
     thresholds = budget_thresholds(accuracy_budget, thresholds, mode, debug_layers)
     ensure_writable(qpass.output_path(Context(out_dir=out_dir)), force)  # before any work
     stage("checking the data")

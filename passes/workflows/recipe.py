@@ -63,6 +63,7 @@ class QuantizeSettings:
     format: str = "qdq"
     activations: str = "uint8"
     symmetric_activations: bool = False
+    weight_ops_only: bool = False  # ONNX int8: only Conv/MatMul/Gemm quantized
     exclude: tuple[str, ...] = ()  # ONNX nodes or op types kept in float
     denylist: tuple[str, ...] = ()  # TFLite ops (output tensor names) or op types kept in float
     io: str = "float"

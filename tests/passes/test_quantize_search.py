@@ -129,3 +129,49 @@ def test_trials_share_calibration_ranges_and_get_the_same_model_as_a_fresh_calib
     assert params(hit.path) == params(fresh.path)
     run("entropy", True, method="entropy")
     assert len(list(cache.glob("*.json"))) == 2
+
+
+def test_a_long_prefix_is_returned_to_int8_in_halves_not_one_layer_at_a_time():
+    """When the ranking puts many harmless layers ahead of a needed one (magika's decomposed LayerNorms), the prefix
+    that passes is long; the return stage must still find the needed few, in fewer evaluations than the prefix has
+    layers."""
+    needed = {"n0", "n24"}
+    evaluate, rank, calls = scripted(needed)  # LAYERS in order: n24 is the 25th ranked
+    result = budget_search(evaluate, rank, Knobs(), 0.01)
+    assert result.met and set(result.best.exclude) == needed
+    returns = [c for c in calls if c[0] == "return"]
+    prefix = min(len(e) for s, e in calls if s == "prefix" and needed <= set(e))
+    assert prefix == 25 and len(returns) < prefix - 1
+    assert len(returns) <= 2 * len(needed) * math.log2(prefix / len(needed)) + 2
+
+
+def test_weight_ops_only_is_a_knob_and_reaches_the_recipe():
+    from mdeploy.passes.quantize.onnx import QuantizeOnnx
+    from mdeploy.passes.workflows.accuracy import knob_options, reproducing_recipe, with_knobs
+
+    options = knob_options(QuantizeOnnx(mode="int8"))
+    assert Knobs(weight_ops=True) in options and all(not k.weight_ops for k in options if k != Knobs(weight_ops=True))
+    chosen = with_knobs(QuantizeOnnx(mode="int8"), Knobs(weight_ops=True), ("n1",))
+    assert chosen.weight_ops_only and chosen.exclude == ("n1",)
+    text = reproducing_recipe("onnx", chosen, "cal.npz", None, 64, None)
+    import tomllib
+
+    from mdeploy.passes.workflows.recipe import QuantizeSettings
+
+    q = tomllib.loads(text)["quantize"]
+    assert q["weight_ops_only"] is True and "weight_ops_only" in {f for f in QuantizeSettings.__dataclass_fields__}
+
+
+def test_a_passing_knob_that_quantizes_everything_beats_weight_ops_only():
+    def evaluate(stage, knobs, exclude):
+        ok = knobs.weight_ops or knobs.method == "entropy"
+        return Trial(stage, knobs, exclude, ok, (0.001 if knobs.weight_ops else 0.009) if ok else 0.5, None)
+
+    result = budget_search(evaluate, lambda k: None, Knobs(), 0.01)
+    assert result.met and result.best.knobs == Knobs(method="entropy") and "weight ops" not in result.note
+
+    def only_weight_ops(stage, knobs, exclude):
+        return Trial(stage, knobs, exclude, knobs.weight_ops, 0.001 if knobs.weight_ops else 0.5, None)
+
+    result = budget_search(only_weight_ops, lambda k: None, Knobs(), 0.01)
+    assert result.best.knobs.weight_ops and "every other op in float" in result.note
