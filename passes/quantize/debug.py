@@ -43,6 +43,9 @@ class LayerError:
     # when its producer and its consumers do, so a consumer hurt by this layer's output ranks this layer with it)
     rank_sqnr_db: float | None = None
     via: str | None = None  # the consumer whose error ranked this layer, when it is not the layer's own
+    # the worst model output's SQNR when this layer alone is int8 (passes/quantize/sensitivity.py); ranks before
+    # the layer's own error when measured
+    alone_sqnr_db: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -79,7 +82,8 @@ def rank_layers(layers: list[LayerError], producers: dict[str, set[str]] | None 
     """Worst first. A layer ranks by the worse of its own SQNR and that of the layers reading its output
     (`producers`: layer -> the layers whose outputs it reads); ties put the layer that erred itself first."""
     def own(layer: LayerError) -> float:
-        return layer.sqnr_db if not math.isnan(layer.sqnr_db) else -math.inf
+        value = layer.alone_sqnr_db if layer.alone_sqnr_db is not None else layer.sqnr_db
+        return value if not math.isnan(value) else -math.inf
 
     by_name = {layer.node: layer for layer in layers}
     for layer in layers:
@@ -90,7 +94,8 @@ def rank_layers(layers: list[LayerError], producers: dict[str, set[str]] | None 
             p = by_name.get(name)
             if c is not None and p is not None and own(c) < p.rank_sqnr_db:
                 p.rank_sqnr_db, p.via = own(c), consumer
-    ranked = sorted(layers, key=lambda x: (x.rank_sqnr_db, own(x), -x.rel_rmse))
+    ranked = sorted(layers, key=lambda x: (x.rank_sqnr_db, own(x), x.sqnr_db if not math.isnan(x.sqnr_db) else -math.inf,
+                                           -x.rel_rmse))
     for i, layer in enumerate(ranked, 1):
         layer.rank = i
     return ranked
@@ -245,6 +250,7 @@ def _dequantize(dq, inits) -> np.ndarray | None:
     return (q - zp) * scale
 
 
+SENSITIVITY_SAMPLES = 32  # the end-to-end ranking's samples (kept here: sensitivity.py imports this module)
 RANK_SAMPLES = 256  # samples the ranking measures at most: SQNR per layer settles long before the gate's data ends
 RANK_RUN_BYTES = 256 << 20  # probe outputs one run may hold: the probe outputs two tensors per quantized node
 
@@ -257,14 +263,15 @@ def _power(x: np.ndarray) -> float:
 
 
 def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSource, work: Path,
-                      limit: int | None = RANK_SAMPLES) -> LayerDebug:
+                      limit: int | None = RANK_SAMPLES, sensitivity: bool = True) -> LayerDebug:
     """Measure every quantized node of `qdq_path` against `float_path` (the model it was quantized from, with the
     same node and tensor names: quantize with compact_names=False) on up to `limit` samples of `heldout`.
 
     The probe outputs two tensors per quantized node, for every sample of a run, so memory is bounded by running it
     on sub-batches sized from the first sample's outputs (at most RANK_RUN_BYTES per run) and folding each run into
     per-node sums before the next: magika (6 M activation values per sample) went from 4.5 GB at batch 32 to
-    ~0.3 GB."""
+    ~0.3 GB. With `sensitivity`, each node is also measured end to end (passes/quantize/sensitivity.py) and ranks by
+    that first."""
     import onnx
 
     t0 = time.perf_counter()
@@ -312,6 +319,11 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSour
     del sess
     scales = _output_scales(qdq_model)
     weights = weight_errors(float_model, qdq_model)
+    alone = {}
+    if sensitivity:
+        from mdeploy.passes.quantize.sensitivity import node_sensitivity
+
+        alone = node_sensitivity(float_model, qdq_model, heldout, work)
     layers = []
     for node, op, f, _ in pairs:
         if node not in signal:
@@ -323,7 +335,13 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSour
         layers.append(LayerError(node=node, op=op, output=f, sqnr_db=sqnr_db(s, e),
                                  rel_rmse=math.sqrt(e / s) if s > 0 else (0.0 if e == 0 else math.inf),
                                  scale_rmse=rmse / scale if scale else None,
-                                 weight_sqnr_db=w[0] if w else None, weight_rel_rmse=w[1] if w else None))
+                                 weight_sqnr_db=w[0] if w else None, weight_rel_rmse=w[1] if w else None,
+                                 alone_sqnr_db=alone.get(node)))
     return LayerDebug("onnx", heldout.description if limit is None or n < limit else f"{heldout.description} (first {n})",
-                      n, "isolated per node: float inputs quantized as the int8 model does, int8 weights, vs the float node",
-                      rank_layers(layers, layer_producers(qdq_model)), time.perf_counter() - t0)
+                      n, ("ranked by the model's outputs with each node alone in int8 "
+                          f"(first {min(n, SENSITIVITY_SAMPLES)} samples), then by each node's own error "
+                          "(float inputs quantized as the int8 model does, int8 weights, vs the float node)") if alone else
+                      "isolated per node: float inputs quantized as the int8 model does, int8 weights, vs the float node",
+                      # measured alone, a node's variant quantizes its inputs and output too: no need to rank a producer
+                      # by what its consumers suffer
+                      rank_layers(layers, None if alone else layer_producers(qdq_model)), time.perf_counter() - t0)
