@@ -203,29 +203,20 @@ def budget_search(evaluate: Evaluate, rank: Rank, base: Knobs, budget: float | N
 
 def return_to_int8(passes: Callable[[tuple[str, ...]], bool], prefix: list[str]) -> list[str]:
     """Stage 3: the layers of a passing `prefix` (ranked worst first) that must stay in float. The last one is
-    needed (the prefix without it failed). A short prefix is tried one layer at a time, least harmful first; a long
-    one in halves (least harmful half first), splitting a half only when returning it whole fails, so k needed
-    layers among p cost about 2k*log2(p/k) evaluations instead of p (a ranking that puts many harmless layers ahead
-    of the needed ones costs less to correct)."""
-    needed, candidates = prefix[-1:], prefix[:-1]
+    needed (the prefix without it failed). The others go back to int8 least harmful first, in groups that double
+    after each success and halve after a failure (a group of one that fails is needed): a prefix whose layers are
+    all needed costs one evaluation per layer, as trying each alone does, while a ranking that put many harmless
+    layers ahead of the needed ones costs about log2 of their number instead of one each."""
     kept = list(prefix)
-
-    def drop(group: list[str]) -> None:
-        nonlocal kept
-        if not group:
-            return
+    order = list(reversed(prefix[:-1]))
+    pos, size = 0, 1
+    while pos < len(order):
+        group = order[pos:pos + size]
         trial = [x for x in kept if x not in group]
         if passes(tuple(trial)):
-            kept = trial
-        elif len(group) > 1:
-            half = len(group) // 2
-            drop(group[half:])  # the less harmful half (ranked later) first
-            drop(group[:half])
-
-    if len(candidates) <= 3:
-        for layer in reversed(candidates):
-            drop([layer])
-    else:
-        drop(candidates)
-    assert all(x in kept for x in needed)
+            kept, pos, size = trial, pos + len(group), size * 2
+        elif len(group) == 1:
+            pos, size = pos + 1, 1
+        else:
+            size = max(1, len(group) // 2)
     return kept

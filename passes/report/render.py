@@ -317,13 +317,15 @@ def layer_rows(record: ArtifactRecord, limit: int | None = LAYER_ROWS) -> list[l
     for layer in le.layers[:limit]:
         rel = _num(layer.get("rel_rmse"))
         steps = _num(layer.get("scale_rmse"))
-        rows.append([str(layer.get("rank")), _short(str(layer.get("node"))), str(layer.get("op")), _db(layer.get("sqnr_db")),
+        rows.append([str(layer.get("rank")), _short(str(layer.get("node"))), str(layer.get("op")),
+                     _db(layer.get("alone_sqnr_db")), _db(layer.get("sqnr_db")),
                      "-" if rel is None else f"{rel * 100:.2f}%", "-" if steps is None else f"{steps:.2f}",
                      _db(layer.get("weight_sqnr_db")), "float" if layer.get("node") in kept else "int8"])
     return rows
 
 
-LAYER_HEADERS = ["rank", "layer", "op", "SQNR dB", "rel RMSE", "err (steps)", "weight SQNR dB", "kept"]
+# "alone": the model outputs' SQNR with only this layer in int8 (ONNX; what ranks first); "SQNR": the layer's own
+LAYER_HEADERS = ["rank", "layer", "op", "alone dB", "SQNR dB", "rel RMSE", "err (steps)", "weight SQNR dB", "kept"]
 
 
 def layer_table(record: ArtifactRecord):

@@ -221,7 +221,8 @@ class LayerErrors(Section):
     """`--debug-layers`: per layer (ONNX node / TFLite op) the error its quantization adds, worst first.
 
     Each of `layers`: node, op, output, sqnr_db, rel_rmse, scale_rmse (RMSE in quantization steps of the output),
-    weight_sqnr_db, weight_rel_rmse, rank."""
+    weight_sqnr_db, weight_rel_rmse, rank, rank_sqnr_db / via (what ranked it), alone_sqnr_db (ONNX: the worst model
+    output's SQNR with only this layer in int8)."""
 
     format: str | None = None
     data: str | None = None

@@ -131,8 +131,8 @@ def test_trials_share_calibration_ranges_and_get_the_same_model_as_a_fresh_calib
     assert len(list(cache.glob("*.json"))) == 2
 
 
-def test_a_long_prefix_is_returned_to_int8_in_halves_not_one_layer_at_a_time():
-    """When the ranking puts many harmless layers ahead of a needed one (magika's decomposed LayerNorms), the prefix
+def test_a_long_prefix_of_harmless_layers_goes_back_to_int8_in_growing_groups():
+    """When the ranking puts many harmless layers ahead of a needed one (magika's LayerNorms by their own error), the prefix
     that passes is long; the return stage must still find the needed few, in fewer evaluations than the prefix has
     layers."""
     needed = {"n0", "n24"}
@@ -143,6 +143,15 @@ def test_a_long_prefix_is_returned_to_int8_in_halves_not_one_layer_at_a_time():
     prefix = min(len(e) for s, e in calls if s == "prefix" and needed <= set(e))
     assert prefix == 25 and len(returns) < prefix - 1
     assert len(returns) <= 2 * len(needed) * math.log2(prefix / len(needed)) + 2
+
+
+def test_a_prefix_of_needed_layers_costs_one_return_trial_per_layer():
+    needed = {f"n{i}" for i in range(6)}
+    evaluate, rank, calls = scripted(needed)
+    result = budget_search(evaluate, rank, Knobs(), 0.01)
+    assert result.met and set(result.best.exclude) == needed
+    assert len([c for c in calls if c[0] == "return"]) <= len(needed) - 1
+    assert result.full_evaluations <= math.log2(len(LAYERS)) + len(needed) + 2
 
 
 def test_weight_ops_only_is_a_knob_and_reaches_the_recipe():
