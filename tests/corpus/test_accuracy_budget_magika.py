@@ -50,10 +50,9 @@ def test_budget_is_met_on_magika_where_plain_int8_collapses(magika, mdeploy, tmp
 
 
 def test_the_end_to_end_ranking_finds_what_breaks_magika(magika, tmp_path):
-    """Ranked by each node's own error, the nodes magika needs in float came 40th-46th of 62; ranked by the outputs
-    with each node alone in int8, the layer search keeps at most a tenth of the nodes within the evaluation bound."""
-    import math
-
+    """Ranked by each node's own error, the nodes magika needs in float came 40th-46th of 62. Ranked by the outputs
+    with each node alone in int8, its first LayerNorm's variance path (the nodes that send 1/sqrt(var + eps) to
+    infinity) comes first, well apart from the rest, and keeping just those in float meets the budget."""
     from mdeploy.calibration.sources import DataSpec
     from mdeploy.passes.backends import open_artifact
     from mdeploy.passes.checks.gates import Thresholds
@@ -65,14 +64,13 @@ def test_the_end_to_end_ranking_finds_what_breaks_magika(magika, tmp_path):
     parent = open_artifact(model)
     qpass = QuantizeOnnx(mode="int8", calibration=DataSpec(str(cal), take=64))
     search = LayerSearch(parent, parent, qpass, DataSpec(str(val)), Thresholds(max_accuracy_drop=0.01), tmp_path)
-    debug = search.rank(Knobs())
-    ranking = debug.ranking()
-    assert len(ranking) > 40
-    top = debug.layers[:6]
-    assert all(x.alone_sqnr_db is not None for x in debug.layers[:20])
-    # the worst nodes alone wreck the outputs (NaN/Inf or under 10 dB); the median node alone barely matters
-    median = debug.layers[len(debug.layers) // 2].alone_sqnr_db
-    assert all(x.alone_sqnr_db < 10 for x in top[:2]) and median > 20
-    assert any("LayerNorm" in x.node for x in top)
-    t = search.evaluate("prefix", Knobs(), tuple(ranking[:math.floor(0.1 * len(ranking))]))
+    knobs = Knobs(method="entropy")  # the knob the search ranks with on magika (the least bad one)
+    debug = search.rank(knobs)
+    layers = debug.layers
+    assert len(layers) > 40 and all(x.alone_sqnr_db is not None for x in layers)
+    breaking = [x for x in layers if x.alone_sqnr_db < 10]  # alone in int8, the outputs drop under 10 dB
+    assert 1 <= len(breaking) <= len(layers) / 5 and layers[:len(breaking)] == breaking
+    assert layers[len(layers) // 2].alone_sqnr_db > 20  # the median node alone barely matters
+    assert all("LayerNorm" in x.node for x in breaking[:2])
+    t = search.evaluate("prefix", knobs, tuple(x.node for x in breaking))
     assert t.passed, t.failure
