@@ -250,7 +250,7 @@ def _dequantize(dq, inits) -> np.ndarray | None:
     return (q - zp) * scale
 
 
-SENSITIVITY_SAMPLES = 32  # the end-to-end ranking's samples (kept here: sensitivity.py imports this module)
+SENSITIVITY_SAMPLES = 32  # the end-to-end ranking's most samples per node (here: sensitivity.py imports this module)
 RANK_SAMPLES = 256  # samples the ranking measures at most: SQNR per layer settles long before the gate's data ends
 RANK_RUN_BYTES = 256 << 20  # probe outputs one run may hold: the probe outputs two tensors per quantized node
 
@@ -319,11 +319,13 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSour
     del sess
     scales = _output_scales(qdq_model)
     weights = weight_errors(float_model, qdq_model)
-    alone = {}
+    alone, per_node = {}, 0
     if sensitivity:
         from mdeploy.passes.quantize.sensitivity import node_sensitivity
 
-        alone = node_sensitivity(float_model, qdq_model, heldout, work)
+        # about two or three more passes over the data the ranking measured: 16-32 samples per node
+        per_node = max(16, min(SENSITIVITY_SAMPLES, (3 * n) // max(len(pairs), 1)))
+        alone = node_sensitivity(float_model, qdq_model, heldout, work, limit=per_node)
     layers = []
     for node, op, f, _ in pairs:
         if node not in signal:
@@ -339,7 +341,7 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSour
                                  alone_sqnr_db=alone.get(node)))
     return LayerDebug("onnx", heldout.description if limit is None or n < limit else f"{heldout.description} (first {n})",
                       n, ("ranked by the model's outputs with each node alone in int8 "
-                          f"(first {min(n, SENSITIVITY_SAMPLES)} samples), then by each node's own error "
+                          f"(first {min(n, per_node)} samples), then by each node's own error "
                           "(float inputs quantized as the int8 model does, int8 weights, vs the float node)") if alone else
                       "isolated per node: float inputs quantized as the int8 model does, int8 weights, vs the float node",
                       # measured alone, a node's variant quantizes its inputs and output too: no need to rank a producer
