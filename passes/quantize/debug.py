@@ -263,7 +263,7 @@ def _power(x: np.ndarray) -> float:
 
 
 def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSource, work: Path,
-                      limit: int | None = RANK_SAMPLES, sensitivity: bool = True) -> LayerDebug:
+                      limit: int | None = RANK_SAMPLES, sensitivity: bool = True, on_node=None) -> LayerDebug:
     """Measure every quantized node of `qdq_path` against `float_path` (the model it was quantized from, with the
     same node and tensor names: quantize with compact_names=False) on up to `limit` samples of `heldout`.
 
@@ -325,7 +325,7 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSour
 
         # about two or three more passes over the data the ranking measured: 16-32 samples per node
         per_node = max(16, min(SENSITIVITY_SAMPLES, (3 * n) // max(len(pairs), 1)))
-        alone = node_sensitivity(float_model, qdq_model, heldout, work, limit=per_node)
+        alone = node_sensitivity(float_model, qdq_model, heldout, work, limit=per_node, on_node=on_node)
     layers = []
     for node, op, f, _ in pairs:
         if node not in signal:

@@ -142,7 +142,8 @@ def _topological(g) -> None:
 
 def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: Path,
                      limit: int = SENSITIVITY_SAMPLES, on_node=None) -> dict[str, float]:
-    """node -> the worst float output's SQNR (dB) when only that node is int8; -inf when the outputs go NaN/Inf."""
+    """node -> the worst float output's SQNR (dB) when only that node is int8; -inf when the outputs go NaN/Inf.
+    `on_node(done, total)` is called after each node."""
     import onnx
 
     from mdeploy.passes.backends.onnxruntime import onnx_session
@@ -155,9 +156,10 @@ def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: P
     reference = dict(zip(names, sess.run(names, feeds)))
     del sess
     out: dict[str, float] = {}
-    for node in quantized_nodes(qdq_model):
-        if node.op_type in QDQ_OPS:
-            continue
+    nodes = [n for n in quantized_nodes(qdq_model) if n.op_type not in QDQ_OPS]
+    for done, node in enumerate(nodes, 1):
+        if on_node is not None:
+            on_node(done, len(nodes))
         variant = alone_variant(float_model, qdq_model, node.name)
         if variant is None:
             continue
@@ -176,7 +178,5 @@ def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: P
                 break
             worst = min(worst, sqnr_db(float(np.sum(a * a)), float(np.sum((a - b) ** 2))))
         out[node.name] = worst
-        if on_node is not None:
-            on_node(node.name)
     path.unlink(missing_ok=True)
     return out

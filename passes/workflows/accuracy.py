@@ -62,9 +62,10 @@ class LayerSearch:
     `parent` the float artifact in the target format that every trial is compared with."""
 
     def __init__(self, source: Artifact, parent: Artifact, qpass, heldout, thresholds: Thresholds, work: Path,
-                 seed: int = 0):
+                 seed: int = 0, on_stage=None):
         self.source, self.parent, self.qpass, self.heldout, self.thresholds = source, parent, qpass, heldout, thresholds
         self.work, self.seed = Path(work), seed
+        self.on_stage = on_stage or (lambda text: None)
         self.count = 0
         self.warnings: list[str] = []
         self.reference = ReferenceOutputs()  # the float parent runs on the held-out data once, not once per trial
@@ -110,16 +111,19 @@ class LayerSearch:
         if isinstance(qpass, QuantizeOnnx):
             pre = self.preprocessed()
             qdq = self._quantize(dataclasses.replace(qpass, compact_names=False), pre, "debug.onnx")
-            return onnx_layer_errors(Path(pre.path), Path(qdq.path), self.heldout.open(self.parent.inputs), self.work)
+            return onnx_layer_errors(Path(pre.path), Path(qdq.path), self.heldout.open(self.parent.inputs), self.work,
+                                     on_node=lambda done, total: self.on_stage(
+                                         f"ranking layers: the model with node {done} of {total} alone in int8"))
         from mdeploy.passes.quantize.tflite_debug import tflite_layer_errors
 
         return tflite_layer_errors(self.source, qpass, self.heldout.open(self.parent.inputs), self.work,
                                    float_tflite=Path(self.parent.path))
 
 
-def debug_layers(source: Artifact, parent: Artifact, qpass, heldout, work: Path, seed: int = 0) -> LayerDebug:
+def debug_layers(source: Artifact, parent: Artifact, qpass, heldout, work: Path, seed: int = 0,
+                 on_stage=None) -> LayerDebug:
     """`--debug-layers` alone: the per-layer errors of the int8 model `qpass` makes."""
-    search = LayerSearch(source, parent, qpass, heldout, Thresholds(enabled=False), work, seed)
+    search = LayerSearch(source, parent, qpass, heldout, Thresholds(enabled=False), work, seed, on_stage)
     return search.rank(knobs_of(qpass), user_exclusions(qpass))
 
 
@@ -132,7 +136,7 @@ def accuracy_search(source: Artifact, parent: Artifact, qpass, heldout, threshol
     """Run the budget search; return it, the pass that reproduces the chosen artifact, and warnings.
     Layers the user excluded stay excluded: the search adds to them."""
     search = LayerSearch(source, parent, qpass, heldout, dataclasses.replace(thresholds, max_accuracy_drop=budget, enabled=True),
-                         work, seed)
+                         work, seed, on_stage)
     base = user_exclusions(qpass)
 
     def evaluate(stage: str, knobs: Knobs, exclude: tuple[str, ...]) -> Trial:
@@ -249,7 +253,7 @@ def optimize_searches(produced: dict[str, Artifact], inputs: dict[str, Artifact]
                 debug = search.debug
             if q.debug_layers and debug is None:
                 stage(f"measuring each layer's quantization error ({name})")
-                debug = debug_layers(source, parent, qpass, heldout, Path(work), ctx.seed)
+                debug = debug_layers(source, parent, qpass, heldout, Path(work), ctx.seed, stage)
         if chosen != qpass:
             produced[name] = run_pass(chosen, source, dataclasses.replace(ctx, force=True), steps)
         found[name] = Searched(name.split("-")[0], search, debug, chosen, spec, recipe.calibration, q.samples)

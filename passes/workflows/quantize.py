@@ -170,7 +170,7 @@ def _search_and_debug(source_for_pass: Artifact, parent: Artifact, qpass, plan: 
             debug = search.debug
         if want_debug and debug is None:
             stage("measuring each layer's quantization error")
-            debug = debug_layers(source_for_pass, parent, qpass, plan.heldout, Path(work), seed)
+            debug = debug_layers(source_for_pass, parent, qpass, plan.heldout, Path(work), seed, stage)
     return qpass, search, debug
 
 
