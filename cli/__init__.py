@@ -5,6 +5,7 @@ Errors are mapped to `error:`/`hint:` lines and exit codes here, in one place.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
@@ -31,12 +32,14 @@ from mdeploy.cli import (
 from mdeploy.passes.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_PASS_FAILED,
+    EXIT_SIGINT,
+    Interrupted,
     MdeployError,
     environment_error,
     first_line,
 )
 from mdeploy.passes.core.logs import configure_logging
-from mdeploy.passes.core.processes import die_with_parent, terminate_as_interrupt
+from mdeploy.passes.core.processes import die_with_parent, interrupt_on_signals
 
 app = typer.Typer(
     name="mdeploy",
@@ -100,6 +103,28 @@ def _print_error(message: str, hint: str) -> None:
         _common.stderr.print(f"[bold]hint:[/] {escape(hint)}", highlight=False)
 
 
+# What re-running an interrupted command does, for its hint; every command's temporary files are removed on the way
+# out (passes/core/fsio.py), so what is in OUTDIR is whole.
+_RESUME = {
+    "optimize": "re-run the same command to resume: finished steps come from the step cache",
+    "zoo": "re-run the same command to resume: models that finished are recorded under OUTDIR/<model> and skipped",
+}
+
+
+def _interrupted(e: KeyboardInterrupt, argv: list[str], traceback_of: BaseException | None) -> int:
+    """One `error: interrupted (SIGINT|SIGTERM)` line naming what was being done, one hint, 128 + the signal."""
+    if traceback_of is not None:  # --debug
+        _print_traceback(traceback_of)
+    interrupt = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    where = f" `mdeploy {command}`" if command else ""
+    doing = f" ({interrupt.doing})" if interrupt.doing else ""
+    resume = _RESUME.get(command or "", "re-run the same command (with --force where it wrote outputs) to start again")
+    _print_error(f"interrupted ({interrupt.signal_name}) during{where}{doing}",
+                 f"nothing half-written was published: temporary files were removed and child processes stopped; {resume}")
+    return interrupt.exit_code
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the importable entry point tests use)."""
     try:
@@ -116,41 +141,52 @@ def run(argv: list[str] | None = None) -> int:
     die_with_parent()  # a zoo's model process ends with its zoo, however the zoo ends
     if options.custom_objects and argv and argv[0] not in ("report", "zoo-merge", "bundle"):
         _common.warn(f"--custom-objects imports {', '.join(o.split(':')[0] for o in options.custom_objects)}: that runs its code")
-    try:
-        with terminate_as_interrupt():
+    failure: BaseException | None = None
+    with interrupt_on_signals() as signals:
+        try:
             rv = app(argv, prog_name="mdeploy", standalone_mode=False, obj=options)
+        except BaseException as e:  # noqa: BLE001 - mapped to an exit code below, once the handlers are restored
+            failure = e
+    if signals.interrupt is not None or isinstance(failure, KeyboardInterrupt):
+        # Whatever the interrupt became on its way out (Typer returns a quiet 130 for it), it is the first cause.
+        return _interrupted(signals.interrupt or failure, argv, failure if options.debug else None)
+    if failure is None:
         return rv if isinstance(rv, int) else 0
-    except MdeployError as e:
-        if options.debug:
-            _common.stderr.print_exception()
+    if options.debug and not isinstance(failure, typer.Exit):
+        _print_traceback(failure)
+    return _exit_code_of(failure)
+
+
+def _print_traceback(e: BaseException) -> None:
+    from rich.traceback import Traceback
+
+    _common.stderr.print(Traceback.from_exception(type(e), e, e.__traceback__))
+
+
+def _exit_code_of(e: BaseException) -> int:
+    """The `error:`/`hint:` lines and exit code of a run that ended with `e`."""
+    if isinstance(e, MdeployError):
         _print_error(e.message, e.hint)
         return e.exit_code
-    except typer.Exit as e:
+    if isinstance(e, typer.Exit):
         return e.exit_code
-    except typer.Abort:
+    if isinstance(e, typer.Abort):
         _print_error("aborted", "")
-        return 130
-    except TyperException as e:
-        if options.debug:
-            _common.stderr.print_exception()
+        return EXIT_SIGINT
+    if isinstance(e, TyperException):
         ctx = getattr(e, "ctx", None)
         cmd = ctx.command_path if ctx is not None else "mdeploy"
         _print_error(e.format_message(), f"see `{cmd} --help`")
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        _print_error("interrupted", "nothing half-written was left behind; re-run to finish")
-        return 130
-    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback unless --debug
-        if options.debug:
-            _common.stderr.print_exception()
-        env = environment_error(e)
-        if env is not None:  # a full disk, a read-only or file-shaped OUTDIR: the user's to fix (exit 2)
-            _print_error(env.message, env.hint)
-            return env.exit_code
-
-        _print_error(f"unexpected {type(e).__name__}: {first_line(e, empty='')}",
-                     "re-run with --debug for the traceback, and report it if it looks like a bug")
-        return EXIT_PASS_FAILED
+    if not isinstance(e, Exception):  # SystemExit and the like: as they say
+        raise e
+    env = environment_error(e)  # the last line of defence: no traceback unless --debug
+    if env is not None:  # a full disk, a read-only or file-shaped OUTDIR: the user's to fix (exit 2)
+        _print_error(env.message, env.hint)
+        return env.exit_code
+    _print_error(f"unexpected {type(e).__name__}: {first_line(e, empty='')}",
+                 "re-run with --debug for the traceback, and report it if it looks like a bug")
+    return EXIT_PASS_FAILED
 
 
 def main() -> None:

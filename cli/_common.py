@@ -15,6 +15,7 @@ from rich.console import Console
 
 from mdeploy.calibration.batches import CALLABLE_SPEC
 from mdeploy.passes.core.artifact import Trust
+from mdeploy.passes.core.errors import Interrupted
 
 # stdout carries only machine output (--json) or the final table; everything else goes to stderr.
 # Piped output (CI logs) gets room for the comparison table instead of rich's 80-column default.
@@ -147,13 +148,25 @@ def _stage_file_writer():
 
 @contextlib.contextmanager
 def progress(title: str, quiet: bool = False) -> Iterator[Any]:
-    """A live status line on stderr; yields the on_stage callback passes report to."""
+    """A live status line on stderr; yields the on_stage callback passes report to. An interrupt (errors.Interrupted)
+    that ends the work is told what it interrupted: the title and the last stage."""
     to_file = _stage_file_writer()
-    if quiet or not stderr.is_terminal:
-        yield to_file
-        return
-    with stderr.status(f"[bold]{title}[/]") as status:
-        def on_stage(text: str) -> None:
+    last: list[str] = []
+
+    def on_stage(text: str) -> None:
+        last[:] = [text]
+        if status is not None:
             status.update(f"[bold]{title}[/] {text}")
-            to_file(text)
-        yield on_stage
+        to_file(text)
+
+    status = None
+    try:
+        if quiet or not stderr.is_terminal:
+            yield on_stage
+            return
+        with stderr.status(f"[bold]{title}[/]") as status:
+            yield on_stage
+    except Interrupted as e:
+        if e.doing is None:
+            e.doing = f"{title}: {last[0]}" if last else title
+        raise

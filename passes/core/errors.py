@@ -5,11 +5,15 @@ The CLI maps these to `error:`/`hint:` lines in one place (cli/_app.py); nothing
 from __future__ import annotations
 
 import errno
+import signal
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_PASS_FAILED = 3
+# An interrupted run exits as a shell reports a process killed by the signal: 128 + its number.
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 
 
 class MdeployError(Exception):
@@ -49,6 +53,32 @@ class PassFailed(MdeployError):
     """A converter or optimizer failed, or an op is unsupported (exit 3)."""
 
     exit_code = EXIT_PASS_FAILED
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM arrived (see processes.interrupt_on_signals). A KeyboardInterrupt, not an
+    MdeployError, so that no `except Exception` on the way out swallows it while every `finally` runs: temporary
+    files are removed and child processes stopped before the CLI prints it. `doing` names the stage it hit, when
+    the CLI knew one."""
+
+    def __init__(self, signum: int, doing: str | None = None):
+        self.signum = int(signum)
+        self.doing = doing
+        super().__init__(self.signal_name)
+
+    @property
+    def signal_name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __reduce__(self):
+        return (type(self), (self.signum, self.doing))
 
 
 class CheckFailed(MdeployError):

@@ -28,7 +28,7 @@ from mdeploy.passes.core.errors import (
 )
 from mdeploy.passes.core.fsio import contained, move_aside, remove_path, write_text_atomic
 from mdeploy.passes.core.logs import configure_logging
-from mdeploy.passes.core.processes import die_with_parent
+from mdeploy.passes.core.processes import ignore_interrupts_in_worker, run_in_worker
 
 try:
     MDEPLOY_VERSION = version("mdeploy")
@@ -358,17 +358,25 @@ def run_branches(branches: dict[str, Sequence[Node]], inputs: dict[str, Artifact
 
     shippable = dataclasses.replace(ctx, on_stage=None, warnings=[])  # callbacks do not cross processes (on_publish is an object that does)
     with ProcessPoolExecutor(max_workers=min(jobs, len(branches)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+                             initializer=ignore_interrupts_in_worker, initargs=(os.getpid(),)) as pool:
         try:
-            futures = {name: pool.submit(_run_plan_in_child, nodes, inputs, shippable) for name, nodes in branches.items()}
+            futures = {name: pool.submit(run_in_worker, _run_plan_in_child, nodes, inputs, shippable)
+                       for name, nodes in branches.items()}
             ctx.stage("running in parallel: " + ", ".join(branches))
             for name, fut in futures.items():
                 results[name] = fut.result()
                 ctx.warnings.extend(results[name].warnings)
         except BaseException:
-            # Ctrl-C, SIGTERM or a failure: stop the branches now rather than wait for them (they clean up on SIGTERM)
-            for proc in list(getattr(pool, "_processes", {}).values()):
+            # Ctrl-C, SIGTERM or a failure: stop the branches now rather than wait for them. SIGTERM interrupts a
+            # branch's pass, whose `finally` blocks remove its temporary files: wait for that before going on.
+            workers = list(getattr(pool, "_processes", {}).values())
+            for proc in workers:
                 proc.terminate()
+            deadline = time.monotonic() + 10.0
+            for proc in workers:
+                proc.join(max(0.0, deadline - time.monotonic()))
+                if proc.is_alive():
+                    proc.kill()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return results

@@ -14,6 +14,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mdeploy.passes.core.errors import Interrupted
 
 PARENT_ENV = "MDEPLOY_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
@@ -54,21 +57,57 @@ def stop(procs: Iterable[subprocess.Popen], grace: float = 10.0) -> None:
             p.wait()
 
 
+@dataclass
+class SignalsReceived:
+    """What interrupt_on_signals saw: the Interrupted it raised (one at most), whatever became of it on its way out."""
+
+    interrupt: Interrupted | None = None
+
+
 @contextlib.contextmanager
-def terminate_as_interrupt():
-    """At the CLI edge: SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so `finally` blocks and context
-    managers clean up (temporary files removed, children stopped). Restored on exit."""
+def interrupt_on_signals():
+    """At the CLI edge: SIGINT and SIGTERM raise errors.Interrupted in the main thread, so `finally` blocks and
+    context managers clean up (temporary files removed, children stopped) and the CLI can say which signal ended
+    the run (`SignalsReceived.interrupt`, which outlives libraries that turn the exception into an exit code).
+    Only the first signal interrupts: one arriving while that clean-up runs is ignored, so the clean-up
+    finishes (children get SIGTERM, then SIGKILL after `stop`'s grace). Restored on exit."""
     import threading
 
+    signals = SignalsReceived()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield signals
         return
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        if signals.interrupt is not None:
+            return
+        signals.interrupt = Interrupted(signum)
+        raise signals.interrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield signals
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def ignore_interrupts_in_worker(parent_pid: int) -> None:
+    """A pool worker's initializer: die with the parent (die_with_parent), and leave Ctrl-C, which the terminal
+    sends to the whole process group, to the parent, which stops its workers in order (`run_in_worker`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
+
+
+def run_in_worker(fn, *args):
+    """Call fn(*args) in a pool worker with SIGTERM raising Interrupted, so the parent's terminate() removes the
+    task's temporary files (its `finally` blocks run) instead of killing it mid-write."""
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it for good
+        raise Interrupted(signum)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        return fn(*args)
     finally:
         signal.signal(signal.SIGTERM, previous)
