@@ -7,28 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 from typer.exceptions import TyperException
 
-from mdeploy.cli import (
-    _common,
-    bench,
-    bundle,
-    convert,
-    inspect,
-    micro,
-    optimize,
-    prune,
-    quantize,
-    release,
-    report,
-    simplify,
-    validate,
-    zoo,
-)
+from mdeploy.cli import _common
+from mdeploy.cli.commands import LazyCommands
 from mdeploy.passes.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_PASS_FAILED,
@@ -43,6 +28,7 @@ from mdeploy.passes.core.processes import die_with_parent, interrupt_on_signals
 
 app = typer.Typer(
     name="mdeploy",
+    cls=LazyCommands,
     help="Convert, simplify, quantize, prune and validate models for cloud (SavedModel, ONNX) and edge (TFLite).",
     no_args_is_help=True,
     add_completion=False,
@@ -52,6 +38,8 @@ app = typer.Typer(
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("mdeploy")
     except PackageNotFoundError:
@@ -75,23 +63,6 @@ def _root(
 ) -> None:
     """mdeploy: verified deployment artifacts from a trained model."""
     # The global flags are read from the whole line by run() (GlobalOptions.from_argv); they are declared here for --help.
-
-
-def _register() -> None:
-    """Each command lives in its own module, as a pure function beside its Typer wrapper."""
-
-    for name, func in (("optimize", optimize.optimize_cli), ("convert", convert.convert_cli),
-                       ("inspect", inspect.inspect_cli), ("simplify", simplify.simplify_cli),
-                       ("quantize", quantize.quantize_cli), ("prune", prune.prune_cli),
-                       ("validate", validate.validate_cli), ("bench", bench.bench_cli), ("report", report.report_cli),
-                       ("zoo", zoo.zoo_cli), ("zoo-merge", zoo.zoo_merge_cli),
-                       ("bundle", bundle.bundle_cli),
-                       ("sign", release.sign_cli), ("verify", release.verify_cli), ("release", release.release_cli),
-                       ("keygen", release.keygen_cli), ("micro", micro.micro_cli)):
-        app.command(name)(func)
-
-
-_register()
 
 
 def _print_error(message: str, hint: str) -> None:
@@ -149,7 +120,8 @@ def run(argv: list[str] | None = None) -> int:
             failure = e
     if signals.interrupt is not None or isinstance(failure, KeyboardInterrupt):
         # Whatever the interrupt became on its way out (Typer returns a quiet 130 for it), it is the first cause.
-        return _interrupted(signals.interrupt or failure, argv, failure if options.debug else None)
+        interrupt = signals.interrupt or failure
+        return _interrupted(interrupt, argv, (failure or interrupt) if options.debug else None)
     if failure is None:
         return rv if isinstance(rv, int) else 0
     if options.debug and not isinstance(failure, typer.Exit):

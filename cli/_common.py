@@ -8,14 +8,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from mdeploy.calibration.batches import CALLABLE_SPEC
-from mdeploy.passes.core.artifact import Trust
 from mdeploy.passes.core.errors import Interrupted
+
+if TYPE_CHECKING:  # imported where used: `mdeploy --help` imports neither the calibration readers nor numpy
+    from mdeploy.passes.core.artifact import Trust
 
 # stdout carries only machine output (--json) or the final table; everything else goes to stderr.
 # Piped output (CI logs) gets room for the comparison table instead of rich's 80-column default.
@@ -47,6 +48,8 @@ class GlobalOptions:
 
     @property
     def trust(self) -> Trust:
+        from mdeploy.passes.core.artifact import Trust
+
         return Trust(self.unsafe_keras, self.custom_objects)
 
     @classmethod
@@ -127,6 +130,10 @@ def data_specs_in(argv: list[str]) -> dict[str, str]:
 
 def warn_code_data(specs: dict[str, str | None], where: str = "") -> None:
     """One warning line per `module:function` data source: using it imports and runs that code."""
+    if not any(specs.values()):
+        return
+    from mdeploy.calibration.batches import CALLABLE_SPEC
+
     for flag, spec in specs.items():
         if spec and CALLABLE_SPEC.match(spec) and not Path(spec).exists():
             warn(f"{where}{flag} {spec} is a module:function data source: using it imports and runs that Python code")

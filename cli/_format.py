@@ -1,7 +1,7 @@
 """Small text formatters shared by the CLI's tables."""
 from __future__ import annotations
 
-from mdeploy.passes.report.render import human_bytes  # noqa: F401 - one formatter for the library and the CLI
+from mdeploy.passes.core.limits import human_bytes  # noqa: F401 - one formatter for the library and the CLI
 
 
 def fmt_float(x, digits: int = 3) -> str:

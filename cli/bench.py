@@ -6,11 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from mdeploy.calibration.shapes import parse_input_shapes
 from mdeploy.cli._common import InputShapeOpt, JsonOpt, emit_json, global_options, progress, stdout
 from mdeploy.cli._format import human_bytes
 from mdeploy.cli.report import wide_console
-from mdeploy.passes.workflows.bench import bench_models
 
 
 def render(results: list[dict[str, Any]]) -> None:
@@ -48,6 +46,9 @@ def bench_cli(
     json_out: JsonOpt = False,
 ) -> None:
     """Measure latency p50/p90/p99, throughput, load time and peak memory, each model in its own process."""
+    from mdeploy.calibration.shapes import parse_input_shapes
+    from mdeploy.passes.workflows.bench import bench_models
+
     with progress("benchmarking", quiet=json_out) as on_stage:
         results = bench_models(models, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, batch=batch, threads=threads, warmup=warmup, runs=runs, out_dir=out_dir,
                                on_stage=on_stage)

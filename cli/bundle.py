@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mdeploy.cli._common import ForceOpt, JsonOpt, emit_json, stdout, warn
-from mdeploy.passes.workflows.bundle import BundleOptions, bundle
+from mdeploy.cli._common import ForceOpt, JsonOpt, emit_json, progress, stdout, warn
 
 
 def bundle_cli(
@@ -29,10 +28,13 @@ def bundle_cli(
     force: ForceOpt = False,
 ) -> None:
     """Write TF Serving / Triton / Kubernetes / KServe bundles, every file validated offline before it is written."""
+    from mdeploy.passes.workflows.bundle import BundleOptions, bundle
+
     options = BundleOptions(name=name, version=model_version, artifact=artifact, allow_failed=allow_failed,
                             latency_budget_ms=latency_budget_ms, max_batch=max_batch, cpu=cpu, min_replicas=min_replicas,
                             max_replicas=max_replicas, cpu_target=cpu_target, image_prefix=image)
-    result = bundle(run_dir, out_dir, tuple(target or ["all"]), options, force=force)
+    with progress("bundling", quiet=json_out) as on_stage:
+        result = bundle(run_dir, out_dir, tuple(target or ["all"]), options, force=force, on_stage=on_stage)
     if json_out:
         emit_json(result.to_dict())
         return

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy.calibration.shapes import parse_input_shapes
 from mdeploy.cli._common import (
     DataOpt,
     ForceOpt,
@@ -22,16 +21,17 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.cli._format import fmt_float, human_bytes
-from mdeploy.passes.convert import DEFAULT_OPSET
 from mdeploy.passes.core.errors import CheckFailed
-from mdeploy.passes.report.model import Report
-from mdeploy.passes.report.sections import Checks
-from mdeploy.passes.workflows.convert import convert, parse_targets
+from mdeploy.passes.defaults import DEFAULT_OPSET
+
+if TYPE_CHECKING:
+    from mdeploy.passes.report.model import Report
 
 
 def render_artifacts(report: Report, out_dir: Path) -> None:
     from rich.table import Table
 
+    from mdeploy.passes.report.sections import Checks
 
     table = Table(title=f"mdeploy: {report.source.path}")
     for col in ("artifact", "format", "precision", "size", "max abs err", "max rel err", "parity"):
@@ -61,6 +61,9 @@ def convert_cli(
     force: ForceOpt = False,
 ) -> None:
     """Convert a model to SavedModel (TF Serving layout), ONNX and TFLite, and check each against the source."""
+    from mdeploy.calibration.shapes import parse_input_shapes
+    from mdeploy.passes.workflows.convert import convert, parse_targets
+
     targets = parse_targets(to)
     with progress("converting", quiet=json_out) as on_stage:
         report = convert(model, targets, out_dir, input_shapes=parse_input_shapes(input_shape), tflite_select_ops=tflite_select_ops, trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, opset=opset, name=name, data=data, force=force, tolerance=tolerance,

@@ -1,26 +1,54 @@
-"""The gate's options, defined once for optimize, quantize and validate, and the one way a verdict becomes an exit."""
+"""The gate's options, defined once for optimize, quantize and validate, and the one way a verdict becomes an exit.
+
+The bound flags come from passes/checks/bounds.py: a command declares one `bounds` parameter, and `gate_flags` puts
+an option per bound in its place and hands the command the values as a dict."""
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy.passes.checks.gates import Thresholds
+from mdeploy.passes.checks.bounds import BOUNDS, check_bounds
 from mdeploy.passes.core.errors import MdeployError
-from mdeploy.passes.report.verdict import Verdict
 
-MaxAccuracyDropOpt = Annotated[float | None, typer.Option("--max-accuracy-drop", help="Labelled classifiers: fail when accuracy drops by more than this (fraction). [default: 0.01]")]
-MinAgreementOpt = Annotated[float | None, typer.Option("--min-agreement", help="Classifiers: fail when top-1 agreement with the reference is below this. [default without labels: 0.99]")]
-MinSqnrOpt = Annotated[float | None, typer.Option("--min-sqnr", help="Fail when an output's SQNR (dB) is below this. [default without labels: 10 for classifiers, 20 otherwise]")]
-MaxAbsErrorOpt = Annotated[float | None, typer.Option("--max-abs-error", help="Fail when an output's max abs error exceeds this. [default: off]")]
-MaxRelErrorOpt = Annotated[float | None, typer.Option("--max-rel-error", help="Labelled regressors: max relative MSE/MAE increase; otherwise max abs error relative to the output's range. [default with labels: 0.05]")]
+if TYPE_CHECKING:  # the gate itself imports numpy: not at --help time
+    from mdeploy.passes.checks.gates import Thresholds
+    from mdeploy.passes.report.verdict import Verdict
+
 StrictGateOpt = Annotated[bool, typer.Option("--strict", help="Fail when nothing could be gated (no labels and no bound, or random data).")]
+# The placeholder a command declares where its bound flags go (see gate_flags).
+BoundsParam = dict[str, float | None] | None
 
 
-def thresholds(max_accuracy_drop: float | None, min_agreement: float | None, min_sqnr: float | None,
-               max_abs_error: float | None, max_rel_error: float | None, enabled: bool = True) -> Thresholds:
-    return Thresholds(max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, max_abs_error=max_abs_error,
-                      min_sqnr=min_sqnr, max_rel_error=max_rel_error, enabled=enabled)
+def gate_flags(command):
+    """Give a Typer command one `--FLAG` option per gate bound, where its `bounds` parameter stands; the command is
+    called with `bounds={name: value or None}`, each value checked (a bad one is exit 2 naming its flag)."""
+    signature = inspect.signature(command, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.name != "bounds":
+            params.append(p)
+            continue
+        params += [inspect.Parameter(b.name, p.kind, default=None,
+                                     annotation=Annotated[float | None, typer.Option(b.flag, help=b.help)])
+                   for b in BOUNDS]
+
+    @functools.wraps(command)
+    def with_bounds(*args, **kwargs):
+        bounds = {b.name: kwargs.pop(b.name, None) for b in BOUNDS}
+        return command(*args, bounds=check_bounds(bounds), **kwargs)
+
+    with_bounds.__signature__ = signature.replace(parameters=params)  # what Typer reads the options from
+    with_bounds.__annotations__ = {p.name: p.annotation for p in params} | {"return": signature.return_annotation}
+    return with_bounds
+
+
+def thresholds(bounds: dict[str, float | None], enabled: bool = True) -> Thresholds:
+    from mdeploy.passes.checks.gates import Thresholds
+
+    return Thresholds(**bounds, enabled=enabled)
 
 
 def raise_for_verdict(verdict: Verdict) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from mdeploy.cli._common import JsonOpt, ModelArg, emit_json, global_options, stdout
 from mdeploy.cli._format import human_bytes
-from mdeploy.passes.workflows.inspect import inspect_model
 
 
 def _shape(shape: list) -> str:
@@ -16,6 +14,8 @@ def _shape(shape: list) -> str:
 
 
 def render(info: dict[str, Any]) -> None:
+    from rich.table import Table
+
     head = f"[bold]{info['path']}[/]  {info['format']}"
     if info.get("opset"):
         head += f" (opset {info['opset']})"
@@ -44,6 +44,8 @@ def render(info: dict[str, Any]) -> None:
 
 def inspect_cli(ctx: typer.Context, model: ModelArg, json_out: JsonOpt = False) -> None:
     """Show a model's format, inputs and outputs, size, parameter count and top ops."""
+    from mdeploy.passes.workflows.inspect import inspect_model
+
     info = inspect_model(model, trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes)
     if json_out:
         emit_json(info)

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from mdeploy.cli._common import ForceOpt, JsonOpt, emit_json, progress, stdout
 from mdeploy.passes.core.errors import CheckFailed
-from mdeploy.passes.workflows.micro import DEFAULT_MARGIN, micro
+from mdeploy.passes.defaults import DEFAULT_MARGIN
 
 
 def micro_cli(
@@ -24,6 +23,10 @@ def micro_cli(
     force: ForceOpt = False,
 ) -> None:
     """Write a 16-byte-aligned C array, the op resolver and a measured, verified tensor arena size for TFLite Micro."""
+    from rich.table import Table
+
+    from mdeploy.passes.workflows.micro import micro
+
     with progress("building for TFLite Micro", quiet=json_out):
         report = micro(model, out_dir, name=name, data=data, samples=100 if data is None and samples == 1000 else samples,
                        margin=margin, force=force)

@@ -25,20 +25,10 @@ from mdeploy.cli._common import (
     warn,
     warn_code_data,
 )
-from mdeploy.cli.gate_options import (
-    MaxAbsErrorOpt,
-    MaxAccuracyDropOpt,
-    MaxRelErrorOpt,
-    MinAgreementOpt,
-    MinSqnrOpt,
-    StrictGateOpt,
-    raise_for_verdict,
-)
-from mdeploy.passes.report.render import to_table
-from mdeploy.passes.workflows.optimize import optimize
-from mdeploy.passes.workflows.recipe import load_recipe, with_fp16
+from mdeploy.cli.gate_options import BoundsParam, StrictGateOpt, gate_flags, raise_for_verdict
 
 
+@gate_flags
 def optimize_cli(
     ctx: typer.Context,
     model: ModelArg,
@@ -49,11 +39,7 @@ def optimize_cli(
     input_shape: InputShapeOpt = None,
     sparsity: Annotated[float | None, typer.Option("--sparsity", help="Magnitude-prune the Keras model to this sparsity before quantizing.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="TOML recipe; flags given on the command line override it.")] = None,
-    max_accuracy_drop: MaxAccuracyDropOpt = None,
-    min_agreement: MinAgreementOpt = None,
-    min_sqnr: MinSqnrOpt = None,
-    max_abs_error: MaxAbsErrorOpt = None,
-    max_rel_error: MaxRelErrorOpt = None,
+    bounds: BoundsParam = None,
     strict: StrictGateOpt = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also produce fp16 ONNX and TFLite.")] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Processes for the ONNX and TFLite branches (1 = serial). [default: 2 on 4+ cores, else 1]")] = None,
@@ -76,11 +62,13 @@ def optimize_cli(
     force: ForceOpt = False,
 ) -> None:
     """Convert, simplify, quantize (and prune), validate, bench and report, in one verified pipeline."""
+    from mdeploy.passes.report.render import accuracy_search_lines, layer_table, to_table
+    from mdeploy.passes.workflows.optimize import optimize
+    from mdeploy.passes.workflows.recipe import load_recipe, with_fp16
 
     overrides = {"input_shapes": tuple(input_shape) if input_shape else None, "target": target, "calibration": calibration, "validation": validation, "prune.sparsity": sparsity,
-                 "validate.max_accuracy_drop": max_accuracy_drop, "validate.min_agreement": min_agreement,
-                 "validate.min_sqnr": min_sqnr, "validate.max_abs_error": max_abs_error,
-                 "validate.max_rel_error": max_rel_error, "validate.strict": strict or None, "jobs": jobs,
+                 **{f"validate.{name}": value for name, value in (bounds or {}).items()},
+                 "validate.strict": strict or None, "jobs": jobs,
                  "cache_dir": str(cache_dir) if cache_dir else None, "images.size": image_size,
                  "images.scale": image_scale, "images.mean": image_mean, "images.std": image_std,
                  "images.layout": image_layout, "images.color": image_color,
@@ -108,8 +96,6 @@ def optimize_cli(
         for w in report.warnings:
             warn(w)
         stdout.print(to_table(report))
-        from mdeploy.passes.report.render import accuracy_search_lines, layer_table
-
         for record in report.artifacts:
             if record.layer_errors is not None:
                 stdout.print(layer_table(record))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,8 +19,9 @@ from mdeploy.cli._common import (
 )
 from mdeploy.cli._format import human_bytes
 from mdeploy.passes.core.errors import BadInput
-from mdeploy.passes.report.sections import ArtifactRecord
-from mdeploy.passes.workflows.prune import prune, prune_structured
+
+if TYPE_CHECKING:
+    from mdeploy.passes.report.sections import ArtifactRecord
 
 
 def render_pruning(record: ArtifactRecord, out_dir: Path) -> None:
@@ -122,6 +123,8 @@ def prune_cli(
 ) -> None:
     """Zero the smallest weights of a Keras or ONNX model, or with --structured remove whole filters of a Keras model;
     report sparsity (or FLOPs and latency), sizes and accuracy before and after."""
+    from mdeploy.passes.workflows.prune import prune, prune_structured
+
     if structured:
         if sparsity is not None or pattern:
             raise BadInput("--structured removes filters; --sparsity and --pattern zero weights",

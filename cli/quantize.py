@@ -5,12 +5,10 @@ The pure function `quantize(...) -> Report` does the work; `quantize_cli` parses
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy.calibration.images import image_options
-from mdeploy.calibration.shapes import parse_input_shapes
 from mdeploy.cli._common import (
     ForceOpt,
     ImageColorOpt,
@@ -31,18 +29,12 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.cli._format import fmt_float, human_bytes
-from mdeploy.cli.gate_options import (
-    MaxAbsErrorOpt,
-    MaxAccuracyDropOpt,
-    MaxRelErrorOpt,
-    MinAgreementOpt,
-    MinSqnrOpt,
-    thresholds,
-)
-from mdeploy.passes.convert import DEFAULT_OPSET
+from mdeploy.cli.gate_options import BoundsParam, gate_flags, thresholds
 from mdeploy.passes.core.errors import CheckFailed
-from mdeploy.passes.report.model import Report
-from mdeploy.passes.workflows.quantize import DEFAULT_SAMPLES, quantize
+from mdeploy.passes.defaults import DEFAULT_OPSET, DEFAULT_SAMPLES
+
+if TYPE_CHECKING:
+    from mdeploy.passes.report.model import Report
 
 
 def render_quality(report: Report, out_dir: Path, names: list[str]) -> None:
@@ -75,6 +67,7 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
     return tuple(v.strip() for item in values or [] for v in item.split(",") if v.strip())
 
 
+@gate_flags
 def quantize_cli(
     ctx: typer.Context,
     model: ModelArg,
@@ -101,17 +94,16 @@ def quantize_cli(
     image_layout: ImageLayoutOpt = None,
     image_color: ImageColorOpt = None,
     opset: OpsetOpt = DEFAULT_OPSET,
-    max_accuracy_drop: MaxAccuracyDropOpt = None,
-    min_agreement: MinAgreementOpt = None,
-    min_sqnr: MinSqnrOpt = None,
-    max_abs_error: MaxAbsErrorOpt = None,
-    max_rel_error: MaxRelErrorOpt = None,
+    bounds: BoundsParam = None,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Measure the quantized artifact but never fail on it.")] = False,
     input_shape: InputShapeOpt = None,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Quantize a model to int8, dynamic-range int8 or fp16 for ONNX Runtime or LiteRT, and measure what it costs."""
+    from mdeploy.calibration.images import image_options
+    from mdeploy.calibration.shapes import parse_input_shapes
+    from mdeploy.passes.workflows.quantize import quantize
 
     image = image_options(image_size, image_scale or "1/255", image_mean, image_std, image_layout or "auto",
                           image_color or "auto")
@@ -123,8 +115,7 @@ def quantize_cli(
                           symmetric_activations=symmetric_activations, weight_ops_only=weight_ops_only,
                           debug_layers=debug_layers,
                           accuracy_budget=accuracy_budget,
-                          thresholds=thresholds(max_accuracy_drop, min_agreement, min_sqnr, max_abs_error, max_rel_error,
-                                                enabled=not no_gate),
+                          thresholds=thresholds(bounds or {}, enabled=not no_gate),
                           force=force, on_stage=on_stage)
     name = f"{to.lower()}-{mode.lower()}"
     if json_out:

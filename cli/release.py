@@ -11,7 +11,6 @@ import typer
 
 from mdeploy.cli._common import ForceOpt, JsonOpt, emit_json, stdout
 from mdeploy.passes.core.errors import CheckFailed
-from mdeploy.passes.workflows.release import keygen, release, sign, verify
 
 PathArg = Annotated[Path, typer.Argument(help="An artifact file, or a directory (a bundle, a release).", show_default=False)]
 PrivateKeyOpt = Annotated[Path, typer.Option("--key", help="PEM elliptic-curve private key (encrypted: set MDEPLOY_KEY_PASSWORD).", show_default=False)]
@@ -30,6 +29,8 @@ def sign_cli(
     force: ForceOpt = False,
 ) -> None:
     """Sign an artifact or a directory (every file in it) with model-signing, offline."""
+    from mdeploy.passes.workflows.release import sign
+
     result = sign(path, key=key, cert=cert, chain=tuple(cert_chain or ()), ignore=tuple(ignore or ()), signature=signature,
                   force=force)
     if json_out:
@@ -50,6 +51,8 @@ def verify_cli(
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a signed artifact or release: every file, the manifest's sequence and expiry. Exit 1 names the cause."""
+    from mdeploy.passes.workflows.release import verify
+
     verdict = verify(path, key=key, chain=tuple(cert_chain or ()), last_sequence=last_sequence, at=at, signature=signature)
     if json_out:
         emit_json(verdict.to_dict())
@@ -98,6 +101,8 @@ def release_cli(
     force: ForceOpt = False,
 ) -> None:
     """Write a signed OTA release: the files, an OTA manifest (id, version, sequence, digests, expiry) and mdeploy.sig."""
+    from mdeploy.passes.workflows.release import release
+
     result = release(path, out_dir, model_id=model_id, version=version, sequence=sequence, key=key, cert=cert,
                      chain=tuple(cert_chain or ()), hardware_class=hardware_class, rollout=rollout, expires=expires,
                      expires_in=expires_in, min_runtime_versions=tuple(min_runtime_version or ()), force=force)
@@ -115,6 +120,8 @@ def keygen_cli(
     force: ForceOpt = False,
 ) -> None:
     """Make an EC P-256 key pair for sign/release (for tests and trials; keep production keys in your KMS/HSM)."""
+    from mdeploy.passes.workflows.release import keygen
+
     result = keygen(out_dir, force=force)
     if json_out:
         emit_json(result)

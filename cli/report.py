@@ -9,8 +9,6 @@ import typer
 from mdeploy.cli._common import ForceOpt, stderr, stdout
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable, write_text_atomic
-from mdeploy.passes.report import render as report_render
-from mdeploy.passes.report.model import Report
 
 FORMATS = ("table", "json", "markdown", "html")
 
@@ -26,6 +24,8 @@ def wide_console():
 
 def render_report(out_dir: Path, format: str = "table") -> str | object:
     """The rendering of OUTDIR's report: a str (json, markdown, html) or a rich Table (table)."""
+    from mdeploy.passes.report import render as report_render
+    from mdeploy.passes.report.model import Report
 
     if format not in FORMATS:
         raise BadInput(f"unknown report format '{format}'", f"choose one of {', '.join(FORMATS)}")

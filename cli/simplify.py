@@ -5,11 +5,10 @@ The pure function `simplify(...) -> Report` does the work; `simplify_cli` parses
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy.calibration.shapes import parse_input_shapes
 from mdeploy.cli._common import (
     ForceOpt,
     InputShapeOpt,
@@ -22,8 +21,9 @@ from mdeploy.cli._common import (
     warn,
 )
 from mdeploy.cli._format import human_bytes
-from mdeploy.passes.report.model import Report
-from mdeploy.passes.workflows.simplify import simplify
+
+if TYPE_CHECKING:
+    from mdeploy.passes.report.model import Report
 
 
 def render_summary(report: Report, out: Path) -> None:
@@ -58,6 +58,9 @@ def simplify_cli(
     force: ForceOpt = False,
 ) -> None:
     """Simplify an ONNX model with onnxsim (constant folding, shape inference, fusions), checked with ONNX Runtime."""
+    from mdeploy.calibration.shapes import parse_input_shapes
+    from mdeploy.passes.workflows.simplify import simplify
+
     shapes = parse_input_shapes(input_shape)
     with progress("simplifying", quiet=json_out) as on_stage:
         report = simplify(model, out, strict=strict, data=data, input_shapes=shapes, force=force, on_stage=on_stage,

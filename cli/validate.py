@@ -2,24 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy.calibration.shapes import parse_input_shapes
 from mdeploy.cli._common import InputShapeOpt, JsonOpt, emit_json, global_options, progress, stderr, stdout
 from mdeploy.cli._format import fmt_float
-from mdeploy.cli.gate_options import (
-    MaxAbsErrorOpt,
-    MaxAccuracyDropOpt,
-    MaxRelErrorOpt,
-    MinAgreementOpt,
-    MinSqnrOpt,
-    thresholds,
-)
-from mdeploy.passes.checks.validate import ValidationResult
+from mdeploy.cli.gate_options import BoundsParam, gate_flags, thresholds
 from mdeploy.passes.core.errors import CheckFailed
-from mdeploy.passes.workflows.validate import validate_models
+
+if TYPE_CHECKING:
+    from mdeploy.passes.checks.validate import ValidationResult
 
 ROWS = [("accuracy", "accuracy"), ("accuracy drop", "accuracy_drop"), ("top-1 agreement", "top1_agreement"),
         ("top-5 agreement", "top5_agreement"), ("max abs error", "max_abs_error"), ("mean abs error", "mean_abs_error"),
@@ -72,16 +65,13 @@ def render(result: ValidationResult) -> None:
             stdout.print(f"[red]FAIL[/] {f}", highlight=False)
 
 
+@gate_flags
 def validate_cli(
     ctx: typer.Context,
     reference: Annotated[Path, typer.Argument(help="The model the candidates are compared with.", show_default=False)],
     candidates: Annotated[list[Path], typer.Argument(help="One or more candidate models.", show_default=False)],
     data: Annotated[str, typer.Option("--data", help="Validation data: .npz keyed by input name (labels under `labels`/`y` give accuracy), a .npy directory, images, .csv.", show_default=False)],
-    max_accuracy_drop: MaxAccuracyDropOpt = None,
-    min_agreement: MinAgreementOpt = None,
-    max_abs_error: MaxAbsErrorOpt = None,
-    min_sqnr: MinSqnrOpt = None,
-    max_rel_error: MaxRelErrorOpt = None,
+    bounds: BoundsParam = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per runtime call.")] = 64,
     limit: Annotated[int | None, typer.Option("--limit", help="Use at most this many samples.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="Runtime threads (default: the runtime's own).")] = None,
@@ -90,9 +80,12 @@ def validate_cli(
     json_out: JsonOpt = False,
 ) -> None:
     """Compare candidates with a reference on the same data; exit 1 when one breaks a threshold."""
-    bounds = thresholds(max_accuracy_drop, min_agreement, min_sqnr, max_abs_error, max_rel_error)
+    from mdeploy.calibration.shapes import parse_input_shapes
+    from mdeploy.passes.workflows.validate import validate_models
+
+    gate = thresholds(bounds or {})
     with progress("validating", quiet=json_out):
-        result = validate_models(reference, candidates, data, bounds, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, out_dir=out_dir, batch_size=batch_size,
+        result = validate_models(reference, candidates, data, gate, input_shapes=parse_input_shapes(input_shape), trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, out_dir=out_dir, batch_size=batch_size,
                                  limit=limit, threads=threads)
     if json_out:
         emit_json(result.to_dict())
@@ -105,4 +98,4 @@ def validate_cli(
     if not result:
         lines = "; ".join(str(f) for f in result.failures)
         raise CheckFailed(f"validation failed: {lines}",
-                          f"bounds were: {bounds.describe()}; loosen them with the flags or fix the candidate")
+                          f"bounds were: {gate.describe()}; loosen them with the flags or fix the candidate")

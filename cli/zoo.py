@@ -8,10 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from mdeploy.cli._common import JsonOpt, OutDirOpt, emit_json, global_options, stderr, stdout, warn_code_data
-from mdeploy.passes.core.errors import CheckFailed
-from mdeploy.passes.report.zoo_summary import SUMMARY_COLUMNS, summary_rows
-from mdeploy.passes.workflows.zoo import zoo, zoo_merge
-from mdeploy.passes.workflows.zoo_manifest import load_manifest
+from mdeploy.passes.core.errors import CheckFailed, Interrupted
 
 
 def _stage_table(stage: dict[str, str], where: dict[str, str] | None = None):
@@ -32,6 +29,7 @@ def _stage_table(stage: dict[str, str], where: dict[str, str] | None = None):
 def render_summary(data: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from mdeploy.passes.report.zoo_summary import SUMMARY_COLUMNS, summary_rows
 
     table = Table(title="zoo summary")
     for c in SUMMARY_COLUMNS:
@@ -65,22 +63,50 @@ def zoo_cli(
     json_out: JsonOpt = False,
 ) -> None:
     """Optimize every model of a manifest, in parallel and in isolation, and summarize the best artifacts."""
+    from mdeploy.passes.workflows.zoo import zoo
+    from mdeploy.passes.workflows.zoo_manifest import load_manifest
+
     options = global_options(ctx)
-    for m in load_manifest(manifest).models:  # the models' processes warn only into their captured stderr
+    models = load_manifest(manifest).models
+    for m in models:  # the models' processes warn only into their captured stderr
         warn_code_data({"calibration": m.calibration, "validation": m.validation}, where=f"model '{m.name}': ")
     source = ctx.get_parameter_source("address")  # a click ParameterSource (Typer vendors click)
     if backend != "ray" and getattr(source, "name", None) == "ENVIRONMENT":
         address = None  # RAY_ADDRESS in the environment is for Ray runs; only an explicit --address is an error
     run = {"jobs": jobs, "shard_spec": shard_spec, "timeout": timeout, "trusted": options.unsafe_keras,
            "backend": backend, "address": address, "verbose": options.verbose}
-    if stderr.is_terminal and not json_out:
-        from rich.live import Live
+    seen: dict[str, str] = {}  # the models' last stages, for an interrupt to name
 
-        with Live(_stage_table({}), console=stderr, refresh_per_second=4) as live:
-            data = zoo(manifest, out_dir, **run, on_update=lambda stage, where: live.update(_stage_table(stage, where)))
-    else:
-        data = zoo(manifest, out_dir, **run)
+    def remember(stage: dict[str, str], where: dict[str, str]) -> None:
+        seen.clear()
+        seen.update(stage)
+    try:
+        if stderr.is_terminal and not json_out:
+            from rich.live import Live
+
+            with Live(_stage_table({}), console=stderr, refresh_per_second=4) as live:
+                def show(stage: dict[str, str], where: dict[str, str]) -> None:
+                    remember(stage, where)
+                    live.update(_stage_table(stage, where))
+                data = zoo(manifest, out_dir, **run, on_update=show)
+        else:
+            data = zoo(manifest, out_dir, **run, on_update=remember)
+    except Interrupted as e:
+        e.doing = e.doing or _running(seen) or f"starting {len(models)} model{'s' if len(models) != 1 else ''}"
+        raise
     _finish(data, json_out)
+
+
+def _running(stage: dict[str, str]) -> str | None:
+    """'optimizing digits (quantize.onnx: onnx-simplified), mnv2 (starting); 1 done, 2 queued' from the models' stages."""
+    ended = {"ok", "cached", "failed", "rejected"}
+    busy = [f"{name} ({text})" for name, text in stage.items() if text not in ended and text != "queued"]
+    done = sum(text in ended for text in stage.values())
+    queued = sum(text == "queued" for text in stage.values())
+    rest = ", ".join(part for part in (f"{done} done" if done else "", f"{queued} queued" if queued else "") if part)
+    if not busy:
+        return rest or None
+    return "optimizing " + ", ".join(busy) + (f"; {rest}" if rest else "")
 
 
 def zoo_merge_cli(
@@ -89,4 +115,6 @@ def zoo_merge_cli(
     json_out: JsonOpt = False,
 ) -> None:
     """Combine the zoo summaries of several shards into one."""
+    from mdeploy.passes.workflows.zoo import zoo_merge
+
     _finish(zoo_merge(shard_dirs, out_dir), json_out)

@@ -16,17 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from mdeploy.passes.checks.bounds import BOUNDS, bounds_of, with_bounds
 from mdeploy.passes.checks.compare import is_classifier_output
 from mdeploy.passes.core.errors import BadInput
 
 # Which metric each bound limits, and in which direction.
-GATED = {
-    "max_accuracy_drop": ("accuracy_drop", "max"),
-    "min_agreement": ("top1_agreement", "min"),
-    "max_abs_error": ("max_abs_error", "max"),
-    "min_sqnr": ("sqnr_db", "min"),
-    "max_rel_error": ("max_rel_error", "max"),
-}
+GATED = {b.name: (b.metric, b.direction) for b in BOUNDS}
 CLASSIFICATION, REGRESSION = "classification", "regression"
 CLASSIFIER_UNLABELLED, UNLABELLED = "classifier without labels", "output without labels"
 # The bounds each task gets unless the user set them. Measured on the digits CNN and a diabetes MLP (tests/checks):
@@ -42,20 +37,15 @@ TASK_METRICS = {REGRESSION: {"max_rel_error": ("mse_increase", "mae_increase")}}
 
 
 @dataclass(frozen=True)
+@with_bounds
 class Thresholds:
-    """Bounds set by the user; None takes the task's default. `enabled=False` measures without gating."""
+    """Bounds set by the user (a field per bound in passes/checks/bounds.py); None takes the task's default.
+    `enabled=False` measures without gating."""
 
-    max_accuracy_drop: float | None = None
-    min_agreement: float | None = None
-    max_abs_error: float | None = None
-    min_sqnr: float | None = None
-    max_rel_error: float | None = None
     enabled: bool = True
 
     def to_dict(self) -> dict[str, float | None]:
-        d = asdict(self)
-        d.pop("enabled")
-        return d
+        return bounds_of(self)
 
     def describe(self) -> str:
         if not self.enabled:

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from mdeploy.passes.checks.bounds import with_bounds
+
 
 @dataclass(kw_only=True)
 class Section:
@@ -324,14 +326,9 @@ class StepRecord(Section):
 
 
 @dataclass(kw_only=True)
+@with_bounds
 class Thresholds(Section):
-    """The gate's bounds as the run used them (None = off)."""
-
-    max_accuracy_drop: float | None = None
-    min_agreement: float | None = None
-    max_abs_error: float | None = None
-    min_sqnr: float | None = None
-    max_rel_error: float | None = None
+    """The gate's bounds as the run used them (None = off), a field per bound in passes/checks/bounds.py."""
 
 
 @dataclass(kw_only=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mdeploy.passes.checks.bounds import BOUNDS
 from mdeploy.passes.core.artifact import DEPLOYMENT_TARGET
 from mdeploy.passes.core.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PASS_FAILED
 from mdeploy.passes.report.sections import ArtifactRecord, Failure
@@ -103,8 +104,7 @@ class Verdict:
 
 
 # Which flag bounds each gated metric.
-FLAG_OF = {"accuracy_drop": "max_accuracy_drop", "top1_agreement": "min_agreement", "sqnr_db": "min_sqnr",
-           "max_abs_error": "max_abs_error", "max_rel_error": "max_rel_error", "mse_increase": "max_rel_error",
+FLAG_OF = {**{b.metric: b.name for b in BOUNDS}, "mse_increase": "max_rel_error",
            "mae_increase": "max_rel_error", "nan_count": "max_abs_error", "inf_count": "max_abs_error"}
 
 

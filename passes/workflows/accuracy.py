@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mdeploy.passes.checks.bounds import bounds_of
 from mdeploy.passes.checks.gates import Thresholds
 from mdeploy.passes.checks.validate import ReferenceOutputs
 from mdeploy.passes.core.artifact import Artifact
@@ -223,8 +224,7 @@ def optimize_searches(produced: dict[str, Artifact], inputs: dict[str, Artifact]
         return {}
     heldout = DataSpec(spec, image=image)
     calibration = DataSpec(recipe.calibration, take=q.samples, image=image)
-    thresholds = Thresholds(max_accuracy_drop=v.max_accuracy_drop, min_agreement=v.min_agreement,
-                            max_abs_error=v.max_abs_error, min_sqnr=v.min_sqnr, max_rel_error=v.max_rel_error)
+    thresholds = Thresholds(**bounds_of(v))
     base = inputs.get("pruned") or inputs["source"]
     found: dict[str, Searched] = {}
     for name in ("onnx-int8", "tflite-int8"):

@@ -186,8 +186,9 @@ def _write(staging: Path, files: list[BundleFile]) -> None:
 
 @locks_outdir("run_dir", create=False)
 def bundle(run_dir: Path, out_dir: Path | None = None, targets: tuple[str, ...] | list[str] = ("all",),
-           options: BundleOptions = BundleOptions(), *, force: bool = False) -> BundleResult:
+           options: BundleOptions = BundleOptions(), *, force: bool = False, on_stage=None) -> BundleResult:
     """Write a serving bundle for `targets` from RUN_DIR's passing artifacts into OUT_DIR (default RUN_DIR/bundle)."""
+    stage = on_stage or (lambda text: None)
     run_dir = Path(run_dir)
     targets = parse_targets(list(targets))
     _check_options(options)
@@ -216,6 +217,7 @@ def bundle(run_dir: Path, out_dir: Path | None = None, targets: tuple[str, ...] 
     scaling = k8s.Scaling(options.min_replicas, options.max_replicas, options.cpu_target)
     threads = max(1, int(round(options.cpu)))
     for server in servers:
+        stage(f"planning {server}")
         facts = models[server] = _facts(report, run_dir, server, options, name)
         plan = plans[server] = batch_plan(facts, options.latency_budget_ms, options.max_batch)
         res[server] = resources(facts, options.cpu, server)
@@ -239,9 +241,11 @@ def bundle(run_dir: Path, out_dir: Path | None = None, targets: tuple[str, ...] 
     files.append(BundleFile("README.md", bundle_readme(result, shown)))
     result.files = sorted([f.path for f in files] + [MANIFEST])
     files.append(BundleFile(MANIFEST, json.dumps(result.to_dict(), indent=2, default=str) + "\n"))
+    stage(f"validating {len(files)} files")
     for f in files:  # every file is checked before anything is written
         if f.text is not None:
             validate_text(f.kind, f.path, f.text)
+    stage(f"writing {out_dir}")
     with atomic_output(out_dir, force) as staging:
         staging.mkdir(parents=True)
         _write(staging, files)

@@ -17,12 +17,12 @@ import numpy as np
 
 from mdeploy.passes.core.errors import BadInput, PassFailed
 from mdeploy.passes.core.fsio import atomic_output, ensure_writable, write_text_atomic
+from mdeploy.passes.defaults import DEFAULT_MARGIN
 from mdeploy.passes.micro.carray import c_identifier, default_identifier, model_header, model_source, resolver_header
 from mdeploy.passes.micro.model import IoTensor, read_io
 from mdeploy.passes.micro.ops import resolver_methods
 
 MAX_MARGIN = 0.15
-DEFAULT_MARGIN = 0.10
 ALIGN = 16
 # a float result may differ by rounding between TFLM's reference kernels and LiteRT's XNNPACK: relative to its range
 FLOAT_TOLERANCE = 1e-4

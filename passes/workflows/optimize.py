@@ -19,6 +19,7 @@ from mdeploy.calibration.shapes import parse_input_shapes, with_input_shapes
 from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends import open_artifact
 from mdeploy.passes.checks.bench import bench
+from mdeploy.passes.checks.bounds import bounds_of
 from mdeploy.passes.checks.validate import Thresholds, validate
 from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import (
@@ -340,8 +341,7 @@ def _validate(report, source: Artifact, artifacts: list[Artifact], recipe: Recip
         spec = "random"
         report.warnings.append("validated on random inputs: accuracy was NOT validated (pass --validation DATA)")
     v = recipe.validate
-    thresholds = Thresholds(max_accuracy_drop=v.max_accuracy_drop, min_agreement=v.min_agreement,
-                            max_abs_error=v.max_abs_error, min_sqnr=v.min_sqnr, max_rel_error=v.max_rel_error)
+    thresholds = Thresholds(**bounds_of(v))
     key = results.key(kind="validate", ref=report.source.sha256, cands=[a.sha256() for a in candidates],
                       data=data_hash(spec), thresholds=thresholds.to_dict())
     cached = results.get(key)

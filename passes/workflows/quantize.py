@@ -17,6 +17,7 @@ from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable, write_text_atomic
 from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, run_pass
+from mdeploy.passes.defaults import DEFAULT_SAMPLES
 from mdeploy.passes.prune import measure_sparsity, sparsity_survival
 from mdeploy.passes.quantize import MODES, quantization_quality
 from mdeploy.passes.quantize.onnx import QuantizeOnnx
@@ -31,7 +32,6 @@ from mdeploy.passes.workflows.recipe import check_opset
 QUANTIZE_FORMATS = ("onnx", "tflite")
 
 
-DEFAULT_SAMPLES = 200
 
 
 HOLDOUT_FRACTION = 5  # without --validation, the last 1/5 of the calibration data is held out

@@ -13,9 +13,10 @@ from typing import Any
 
 from mdeploy.calibration.batches import CALLABLE_SPEC
 from mdeploy.calibration.images import image_options
-from mdeploy.passes.convert import DEFAULT_OPSET
+from mdeploy.passes.checks.bounds import bounds_of, check_bounds, with_bounds
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import safe_component
+from mdeploy.passes.defaults import DEFAULT_OPSET
 
 DEPLOYMENT_CHOICES = ("cloud", "edge", "all")
 QUANT_MODES = ("int8", "dynamic", "fp16")
@@ -73,14 +74,11 @@ class QuantizeSettings:
 
 
 @dataclass(frozen=True)
+@with_bounds
 class ValidateSettings:
-    """The gate's bounds (None: the task's default, see passes/checks/gates.py); strict fails a run nothing gated."""
+    """The gate's bounds, a key each (passes/checks/bounds.py; None: the task's default, see passes/checks/gates.py);
+    strict fails a run nothing gated."""
 
-    max_accuracy_drop: float | None = None
-    min_agreement: float | None = None
-    max_abs_error: float | None = None
-    min_sqnr: float | None = None
-    max_rel_error: float | None = None
     strict: bool = False
 
 
@@ -208,6 +206,7 @@ def check(recipe: Recipe) -> Recipe:
         raise BadInput(f"recipe key 'quantize.accuracy_budget' must be a fraction in [0, 1), got {budget}",
                        "0.01 is one point of accuracy")
     _at_least(recipe.prune.epochs, 1, "prune.epochs")
+    check_bounds(bounds_of(recipe.validate), "recipe key 'validate.")
     return recipe
 
 

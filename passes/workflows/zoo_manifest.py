@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mdeploy.passes.checks.bounds import BOUND_NAMES, BOUNDS, check_bounds, with_bounds
 from mdeploy.passes.core.artifact import content_hash
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import name_from_file, safe_component
 from mdeploy.passes.core.limits import parse_size
 from mdeploy.passes.workflows.recipe import read_toml, resolve_data_spec
 
-# The gate's bounds, passed to each model's optimize as its flags (see passes/checks/gates.py).
-GATE_KEYS = ("max_accuracy_drop", "min_agreement", "min_sqnr", "max_abs_error", "max_rel_error")
+# The gate's bounds (passes/checks/bounds.py), passed to each model's optimize as its flags.
+GATE_KEYS = BOUND_NAMES
 # What a model reserves when the zoo runs on Ray (--backend ray): scheduling only, so not part of the cache key.
 RESOURCE_KEYS = ("num_cpus", "memory")
 MAX_NUM_CPUS = 1024
@@ -28,8 +29,11 @@ MODEL_KEYS = {"name", "path", "calibration", "validation", "recipe", "target", "
 DEFAULT_KEYS = MODEL_KEYS - {"name", "path"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+@with_bounds
 class ZooModel:
+    """One [[model]]: what its `optimize` is given, a field per gate bound included (passes/checks/bounds.py)."""
+
     name: str
     path: Path
     calibration: str | None = None
@@ -37,11 +41,6 @@ class ZooModel:
     recipe: Path | None = None
     target: str | None = None
     sparsity: float | None = None
-    max_accuracy_drop: float | None = None
-    min_agreement: float | None = None
-    min_sqnr: float | None = None
-    max_abs_error: float | None = None
-    max_rel_error: float | None = None
     strict: bool = False
     num_cpus: float | None = None  # Ray CPUs reserved for the model's task (default 1)
     memory: int | None = None  # Ray memory reserved, in bytes (default: estimated from the model's size)
@@ -68,7 +67,7 @@ class ZooModel:
             args.insert(0, "--unsafe-keras")
         for flag, value in (("--calibration", self.calibration), ("--validation", self.validation),
                             ("--recipe", self.recipe), ("--target", self.target), ("--sparsity", self.sparsity),
-                            *(("--" + k.replace("_", "-"), getattr(self, k)) for k in GATE_KEYS)):
+                            *((b.flag, getattr(self, b.name)) for b in BOUNDS)):
             if value is not None:
                 args += [flag, str(value)]
         return args + (["--strict"] if self.strict else [])
@@ -123,6 +122,7 @@ def load_manifest(path: Path) -> Manifest:
     if bad:
         raise BadInput(f"unknown key 'defaults.{sorted(bad)[0]}'", f"known keys: {', '.join(sorted(DEFAULT_KEYS))}")
     _resources(defaults, "defaults")
+    check_bounds(defaults, "defaults.")
     entries = data.get("model", [])
     if not isinstance(entries, list) or not entries:
         raise BadInput(f"{path} lists no models", "add [[model]] tables with at least a path")
@@ -135,6 +135,7 @@ def load_manifest(path: Path) -> Manifest:
             raise BadInput(f"unknown key 'model[{i}].{sorted(bad)[0]}'", f"known keys: {', '.join(sorted(MODEL_KEYS))}")
         if "path" not in entry:
             raise BadInput(f"model[{i}] has no path", "give every [[model]] a path")
+        check_bounds(entry, f"model[{i}].")
         merged = {**defaults, **entry}
         # the name becomes OUTDIR/<name>: one plain path component, never '..' or an absolute path
         name = (safe_component(merged["name"], f"model[{i}].name") if "name" in merged
