@@ -103,6 +103,13 @@ ImageLayoutOpt = Annotated[str | None, typer.Option("--image-layout", help="Imag
 ImageColorOpt = Annotated[str | None, typer.Option("--image-color", help="Images: auto, rgb, bgr or gray. [default: auto]")]
 
 
+def wide_console() -> Console:
+    """stdout's console, or when stdout is a pipe or file (CI logs), one wide enough for the whole table."""
+    if stdout.is_terminal:
+        return stdout
+    return Console(width=160, soft_wrap=True)
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()

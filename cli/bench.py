@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mdeploy.cli._common import InputShapeOpt, JsonOpt, emit_json, global_options, progress, stdout
+from mdeploy.cli._common import InputShapeOpt, JsonOpt, emit_json, global_options, progress, stdout, wide_console
 from mdeploy.cli._format import human_bytes
-from mdeploy.cli.report import wide_console
 
 
 def render(results: list[dict[str, Any]]) -> None:

@@ -6,20 +6,11 @@ from typing import Annotated
 
 import typer
 
-from mdeploy.cli._common import ForceOpt, stderr, stdout
+from mdeploy.cli._common import ForceOpt, stderr, wide_console
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable, write_text_atomic
 
 FORMATS = ("table", "json", "markdown", "html")
-
-
-def wide_console():
-    """stdout's console, or when stdout is a pipe or file (CI logs), one wide enough for the whole table."""
-    if stdout.is_terminal:
-        return stdout
-    from rich.console import Console
-
-    return Console(width=160, soft_wrap=True)
 
 
 def render_report(out_dir: Path, format: str = "table") -> str | object:

@@ -118,6 +118,7 @@ def test_help_imports_no_tensorflow():
     assert "mdeploy.cli" in imported  # the profile really was recorded
     # the package itself, not mdeploy's own passes/backends/tensorflow.py module that imports it lazily
     assert not any(m == "tensorflow" or m.startswith("tensorflow.") for m in imported)
+    assert not {"numpy", "onnxruntime"} & imported  # every command's --help too: tests/cli/test_startup.py
 
 
 def _bad_inputs(tmp_path, digits_converted):
