@@ -2,7 +2,10 @@
 shows its help: `mdeploy --help` and `mdeploy --version` import none, and no command pays for another's imports."""
 from __future__ import annotations
 
+from difflib import get_close_matches
+
 import typer
+from typer._click.exceptions import UsageError
 from typer._click.utils import make_default_short_help  # what Click's own listing uses
 from typer.core import TyperGroup
 
@@ -68,6 +71,15 @@ class LazyCommands(TyperGroup):
             single.command(cmd_name)(command_function(cmd_name))
             self.commands[cmd_name] = typer.main.get_command(single)
         return self.commands[cmd_name]
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as e:  # Typer suggests only from the commands built so far: suggest from all
+            matches = get_close_matches(args[0], list(COMMANDS)) if args else []
+            if matches and "Did you mean" not in e.message:
+                e.message = f"{e.message.rstrip('.')}. Did you mean {', '.join(repr(m) for m in matches)}?"
+            raise
 
     def format_commands(self, ctx, formatter) -> None:
         limit = formatter.width - 6 - max(len(name) for name in COMMANDS)

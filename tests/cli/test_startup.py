@@ -50,3 +50,8 @@ def test_command_table_matches_the_commands():
     for name, (_, _, line) in COMMANDS.items():
         doc = inspect.getdoc(command_function(name)) or ""
         assert line == doc.split("\n\n")[0].replace("\n", " "), name
+
+
+def test_a_mistyped_command_is_suggested_from_every_command(mdeploy):
+    r = mdeploy("quantise")
+    assert r.exit_code == 2 and "No such command 'quantise'. Did you mean 'quantize'?" in r.stderr
