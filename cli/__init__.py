@@ -4,6 +4,7 @@ Errors are mapped to `error:`/`hint:` lines and exit codes here, in one place.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from mdeploy.cli import _common
 from mdeploy.cli.commands import LazyCommands
 from mdeploy.passes.core.errors import (
     EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
     EXIT_PASS_FAILED,
     EXIT_SIGINT,
     Interrupted,
@@ -82,14 +84,13 @@ _RESUME = {
 }
 
 
-def _interrupted(e: KeyboardInterrupt, argv: list[str], traceback_of: BaseException | None) -> int:
+def _interrupted(interrupt: Interrupted, doing: str | None, argv: list[str], traceback_of: BaseException | None) -> int:
     """One `error: interrupted (SIGINT|SIGTERM)` line naming what was being done, one hint, 128 + the signal."""
     if traceback_of is not None:  # --debug
         _print_traceback(traceback_of)
-    interrupt = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
     command = next((a for a in argv if not a.startswith("-")), None)
     where = f" `mdeploy {command}`" if command else ""
-    doing = f" ({interrupt.doing})" if interrupt.doing else ""
+    doing = f" ({doing})" if doing else ""
     resume = _RESUME.get(command or "", "re-run the same command (with --force where it wrote outputs) to start again")
     _print_error(f"interrupted ({interrupt.signal_name}) during{where}{doing}",
                  f"nothing half-written was published: temporary files were removed and child processes stopped; {resume}")
@@ -113,15 +114,20 @@ def run(argv: list[str] | None = None) -> int:
     if options.custom_objects and argv and argv[0] not in ("report", "zoo-merge", "bundle"):
         _common.warn(f"--custom-objects imports {', '.join(o.split(':')[0] for o in options.custom_objects)}: that runs its code")
     failure: BaseException | None = None
+    # Click's context and invoke, not app(): Typer's own main would turn an interrupt into a quiet exit 130.
+    command = typer.main.get_command(app)
     with interrupt_on_signals() as signals:
         try:
-            rv = app(argv, prog_name="mdeploy", standalone_mode=False, obj=options)
+            with command.make_context("mdeploy", argv, obj=options) as ctx:
+                rv = command.invoke(ctx)
         except BaseException as e:  # noqa: BLE001 - mapped to an exit code below, once the handlers are restored
             failure = e
     if signals.interrupt is not None or isinstance(failure, KeyboardInterrupt):
-        # Whatever the interrupt became on its way out (Typer returns a quiet 130 for it), it is the first cause.
-        interrupt = signals.interrupt or failure
-        return _interrupted(interrupt, argv, (failure or interrupt) if options.debug else None)
+        # The signal is the first cause, whatever the interrupt became on its way out (a library may raise its own
+        # KeyboardInterrupt, or an error from the clean-up); what was being done rides on the exception.
+        interrupt = signals.interrupt or Interrupted(signal.SIGINT)
+        doing = getattr(failure, "doing", None) or interrupt.doing
+        return _interrupted(interrupt, doing, argv, (failure or interrupt) if options.debug else None)
     if failure is None:
         return rv if isinstance(rv, int) else 0
     if options.debug and not isinstance(failure, typer.Exit):
@@ -142,9 +148,14 @@ def _exit_code_of(e: BaseException) -> int:
         return e.exit_code
     if isinstance(e, typer.Exit):
         return e.exit_code
-    if isinstance(e, typer.Abort):
+    if isinstance(e, (typer.Abort, EOFError)):  # a prompt that got no answer
         _print_error("aborted", "")
         return EXIT_SIGINT
+    if isinstance(e, OSError) and e.errno == errno.EPIPE:  # stdout's reader went away (`mdeploy report | head`)
+        from typer._click.utils import PacifyFlushWrapper
+
+        sys.stdout, sys.stderr = PacifyFlushWrapper(sys.stdout), PacifyFlushWrapper(sys.stderr)  # as Click does
+        return EXIT_CHECK_FAILED
     if isinstance(e, TyperException):
         ctx = getattr(e, "ctx", None)
         cmd = ctx.command_path if ctx is not None else "mdeploy"

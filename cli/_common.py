@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -174,13 +175,24 @@ def progress(title: str, quiet: bool = False) -> Iterator[Any]:
         to_file(text)
 
     status = None
-    try:
+    with naming_interrupts(lambda: f"{title}: {last[0]}" if last else title):
         if quiet or not stderr.is_terminal:
             yield on_stage
             return
         with stderr.status(f"[bold]{title}[/]") as status:
             yield on_stage
+
+
+@contextlib.contextmanager
+def naming_interrupts(describe) -> Iterator[None]:
+    """An interrupt that ends the block is told what it interrupted (`describe()`, for the CLI's error line), also
+    one a library re-raised as a KeyboardInterrupt of its own (Ray does): the CLI takes the signal from what it
+    caught itself (processes.interrupt_on_signals), and `doing` from this."""
+    try:
+        yield
     except Interrupted as e:
         if e.doing is None:
-            e.doing = f"{title}: {last[0]}" if last else title
+            e.doing = describe()
         raise
+    except KeyboardInterrupt as e:
+        raise Interrupted(signal.SIGINT, describe()) from e

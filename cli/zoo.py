@@ -7,8 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from mdeploy.cli._common import JsonOpt, OutDirOpt, emit_json, global_options, stderr, stdout, warn_code_data
-from mdeploy.passes.core.errors import CheckFailed, Interrupted
+from mdeploy.cli._common import (
+    JsonOpt,
+    OutDirOpt,
+    emit_json,
+    global_options,
+    naming_interrupts,
+    stderr,
+    stdout,
+    warn_code_data,
+)
+from mdeploy.passes.core.errors import CheckFailed
 
 
 def _stage_table(stage: dict[str, str], where: dict[str, str] | None = None):
@@ -80,7 +89,8 @@ def zoo_cli(
     def remember(stage: dict[str, str], where: dict[str, str]) -> None:
         seen.clear()
         seen.update(stage)
-    try:
+    doing = f"starting {len(models)} model{'s' if len(models) != 1 else ''}"
+    with naming_interrupts(lambda: _running(seen) or doing):
         if stderr.is_terminal and not json_out:
             from rich.live import Live
 
@@ -91,9 +101,6 @@ def zoo_cli(
                 data = zoo(manifest, out_dir, **run, on_update=show)
         else:
             data = zoo(manifest, out_dir, **run, on_update=remember)
-    except Interrupted as e:
-        e.doing = e.doing or _running(seen) or f"starting {len(models)} model{'s' if len(models) != 1 else ''}"
-        raise
     _finish(data, json_out)
 
 

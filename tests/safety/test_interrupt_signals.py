@@ -9,6 +9,7 @@ command reports a stage that lasts (through MDEPLOY_STAGE_FILE, the file `mdeplo
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -28,7 +29,6 @@ from safety_harness import (
     lines_starting,
     marked_processes,
     mdeploy_cmd,
-    run_mdeploy,
 )
 
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -106,15 +106,26 @@ def test_sigterm_to_optimize_jobs2_removes_branch_temporaries(tmp_path, marker):
     assert findings.ok(), findings
 
 
-def test_sigint_to_zoo_stops_its_models(tmp_path, marker):
-    """Ctrl-C to a zoo while its model's process writes: the zoo stops it, and the model's OUTDIR stays whole."""
+def _digits_zoo(tmp_path: Path) -> Path:
     manifest = tmp_path / "zoo.toml"
     manifest.write_text(f'[[model]]\nname = "digits"\npath = "{DIGITS}"\ncalibration = "{DIGITS_CAL}"\n'
                         f'validation = "{DIGITS_VAL}"\n')
+    return manifest
+
+
+def test_sigint_to_zoo_stops_its_models(tmp_path, marker):
+    """Ctrl-C to a zoo once its model's process is at work: the zoo stops it, and the model's OUTDIR stays whole.
+    (A branch process removing its temporary files is the test above.)"""
+    manifest = _digits_zoo(tmp_path)
     out = tmp_path / "zoo"
-    r = interrupt(["zoo", manifest, "-o", out, "--json"], signal.SIGINT, writing, out=out, tmp_path=tmp_path,
+
+    def model_at_work(out: Path, stage: str) -> bool:
+        try:
+            return bool((out / "digits" / ".zoo-stage").read_text().strip())
+        except OSError:
+            return False
+    r = interrupt(["zoo", manifest, "-o", out, "--json"], signal.SIGINT, model_at_work, out=out, tmp_path=tmp_path,
                   marker=marker)
-    assert r.partials_at_signal
     assert_interrupted(r, signal.SIGINT, "zoo", marker, json_out=True)
     assert "digits" in lines_starting(r.stderr, "error:")[0]  # the model it was optimizing
     assert "resume" in lines_starting(r.stderr, "hint:")[0]
@@ -141,10 +152,9 @@ def test_interrupted_while_writing(command, args, sig, tmp_path, marker):
 
 
 @pytest.mark.slow
-def test_sigterm_to_bundle_while_validating(tmp_path, marker):
+def test_sigterm_to_bundle_while_validating(tmp_path, marker, digits_converted):
     run = tmp_path / "run"
-    r0 = run_mdeploy("convert", DIGITS, "--to", "savedmodel,onnx", "-o", run, env=child_env(marker))
-    assert r0.returncode == 0, r0.stderr
+    shutil.copytree(digits_converted, run)  # bundle takes the run's lock: not in the shared fixture
     out = tmp_path / "bundle"
     r = interrupt(["bundle", run, "-o", out], signal.SIGTERM, at_stage("validating"), out=out, tmp_path=tmp_path,
                   marker=marker)
@@ -152,3 +162,17 @@ def test_sigterm_to_bundle_while_validating(tmp_path, marker):
     assert "validating" in lines_starting(r.stderr, "error:")[0]
     assert not out.exists()  # the bundle is published whole or not at all
     assert leftover_partials(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_sigterm_to_zoo_on_ray_cancels_its_task(tmp_path, marker):
+    """On Ray: once the model's task runs, SIGTERM to the zoo cancels it and stops the Ray instance it started."""
+    pytest.importorskip("ray")
+    out = tmp_path / "zoo"
+    r = interrupt(["zoo", _digits_zoo(tmp_path), "-o", out, "--backend", "ray", "--jobs", "1", "--json"],
+                  signal.SIGTERM, lambda out, stage: (out / "digits" / ".zoo-worker.json").exists(), out=out,
+                  tmp_path=tmp_path, marker=marker)
+    assert_interrupted(r, signal.SIGTERM, "zoo", marker, json_out=True)
+    assert "digits" in lines_starting(r.stderr, "error:")[0] or "starting 1 model" in r.stderr
+    findings = check_zoo_outdir(out)
+    assert findings.ok(), findings
