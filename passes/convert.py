@@ -233,7 +233,7 @@ class ToOnnx:
                     model_proto = convert()
                 except PassFailed:
                     raise  # a route that knows the cause (sparse TFLite weights) says it
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - a route failing is expected; the next one may work
                     env = environment_error(e)
                     if env is not None:  # a full or read-only disk fails every route alike
                         raise env from e
@@ -392,7 +392,7 @@ class ToTflite:
                 if select:
                     tf = import_tf()
                     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-                    converter._experimental_lower_tensor_list_ops = False
+                    converter._experimental_lower_tensor_list_ops = False  # noqa: SLF001 - the converter's documented advice
                 write_tflite(converter, final, ctx.force, check_runtime=not select)
                 break
             except PassFailed as e:
