@@ -70,8 +70,8 @@ def interrupt(args: list, sig: signal.Signals, ready: Callable[[Path, str], bool
 
 
 def writing(out: Path, stage: str) -> bool:
-    """A temporary file is being written under OUTDIR."""
-    return out.exists() and bool(leftover_partials(out))
+    """An artifact's (or report's) temporary file is being written under OUTDIR (not the lock's, which comes first)."""
+    return out.exists() and any(".mdeploy.lock" not in p.name for p in leftover_partials(out))
 
 
 def at_stage(text: str) -> Callable[[Path, str], bool]:
@@ -99,7 +99,7 @@ def test_sigterm_to_optimize_jobs2_removes_branch_temporaries(tmp_path, marker):
     out = tmp_path / "out"
     r = interrupt(["optimize", DIGITS, "--calibration", DIGITS_CAL, "--validation", DIGITS_VAL, "-o", out, "--jobs", "2",
                    "--json"], signal.SIGTERM, writing, out=out, tmp_path=tmp_path, marker=marker)
-    assert r.partials_at_signal, "the signal was meant to land while a temporary file existed"
+    assert any(p.startswith(("onnx/", "savedmodel/", "tflite/")) for p in r.partials_at_signal), r.partials_at_signal
     assert_interrupted(r, signal.SIGTERM, "optimize", marker, json_out=True)
     assert "optimizing" in lines_starting(r.stderr, "error:")[0]
     findings = check_outdir(out)
