@@ -126,7 +126,7 @@ def run(argv: list[str] | None = None) -> int:
         # The signal is the first cause, whatever the interrupt became on its way out (a library may raise its own
         # KeyboardInterrupt, or an error from the clean-up); what was being done rides on the exception.
         interrupt = signals.interrupt or Interrupted(signal.SIGINT)
-        doing = getattr(failure, "doing", None) or interrupt.doing
+        doing = interrupt.doing or getattr(failure, "doing", None)
         return _interrupted(interrupt, doing, argv, (failure or interrupt) if options.debug else None)
     if failure is None:
         return rv if isinstance(rv, int) else 0

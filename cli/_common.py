@@ -186,13 +186,25 @@ def progress(title: str, quiet: bool = False) -> Iterator[Any]:
 @contextlib.contextmanager
 def naming_interrupts(describe) -> Iterator[None]:
     """An interrupt that ends the block is told what it interrupted (`describe()`, for the CLI's error line), also
-    one a library re-raised as a KeyboardInterrupt of its own (Ray does): the CLI takes the signal from what it
-    caught itself (processes.interrupt_on_signals), and `doing` from this."""
+    one a library turned into an error of its own (a converter) or a KeyboardInterrupt of its own (Ray): the CLI
+    takes the signal from what it caught itself (processes.interrupt_on_signals), and `doing` from this."""
     try:
         yield
-    except Interrupted as e:
-        if e.doing is None:
-            e.doing = describe()
+    except BaseException as e:
+        interrupt = _interrupt_in(e)
+        if interrupt is not None:
+            if interrupt.doing is None:
+                interrupt.doing = describe()
+            raise
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(signal.SIGINT, describe()) from e
         raise
-    except KeyboardInterrupt as e:
-        raise Interrupted(signal.SIGINT, describe()) from e
+
+
+def _interrupt_in(e: BaseException | None) -> Interrupted | None:
+    """The Interrupted that `e` is, or that it was raised while handling."""
+    for _ in range(20):
+        if e is None or isinstance(e, Interrupted):
+            return e
+        e = e.__cause__ or e.__context__
+    return None

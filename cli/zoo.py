@@ -105,15 +105,15 @@ def zoo_cli(
 
 
 def _running(stage: dict[str, str]) -> str | None:
-    """'optimizing digits (quantize.onnx: onnx-simplified), mnv2 (starting); 1 done, 2 queued' from the models' stages."""
+    """'optimizing digits (quantize.onnx: onnx-simplified), mnv2 (starting); 1 done; queued: a, b' from the models'
+    stages."""
     ended = {"ok", "cached", "failed", "rejected"}
     busy = [f"{name} ({text})" for name, text in stage.items() if text not in ended and text != "queued"]
     done = sum(text in ended for text in stage.values())
-    queued = sum(text == "queued" for text in stage.values())
-    rest = ", ".join(part for part in (f"{done} done" if done else "", f"{queued} queued" if queued else "") if part)
-    if not busy:
-        return rest or None
-    return "optimizing " + ", ".join(busy) + (f"; {rest}" if rest else "")
+    queued = [name for name, text in stage.items() if text == "queued"]
+    parts = ["optimizing " + ", ".join(busy) if busy else "", f"{done} done" if done else "",
+             "queued: " + (", ".join(queued) if len(queued) <= 3 else f"{len(queued)} models") if queued else ""]
+    return "; ".join(p for p in parts if p) or None
 
 
 def zoo_merge_cli(

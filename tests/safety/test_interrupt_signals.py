@@ -9,7 +9,6 @@ command reports a stage that lasts (through MDEPLOY_STAGE_FILE, the file `mdeplo
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -92,8 +91,7 @@ def assert_interrupted(r: Interrupted, sig: signal.Signals, command: str, marker
     assert left == [], f"still running: {[' '.join(p.cmdline()[:6]) for p in left]}"
 
 
-# ------------------------------------------------------------------------------------------------- default suite
-
+@pytest.mark.slow
 def test_sigterm_to_optimize_jobs2_removes_branch_temporaries(tmp_path, marker):
     """The branches run in two spawned processes: SIGTERM stops them, and their half-written files go with them."""
     out = tmp_path / "out"
@@ -134,14 +132,12 @@ def test_sigint_to_zoo_stops_its_models(tmp_path, marker):
     assert not (out / "zoo-summary.json").exists()  # nothing claims the zoo finished
 
 
-# ------------------------------------------------------------------------------------------------- slow suite
-
-@pytest.mark.slow
 @pytest.mark.parametrize("command,args,sig", [
     ("convert", ["--to", "savedmodel,onnx,tflite"], signal.SIGINT),
-    ("quantize", ["--to", "tflite", "--mode", "int8", "--calibration", DIGITS_CAL], signal.SIGTERM),
-    ("prune", ["--sparsity", "0.5", "--data", DIGITS_VAL], signal.SIGINT),
-])
+    pytest.param("quantize", ["--to", "tflite", "--mode", "int8", "--calibration", DIGITS_CAL], signal.SIGTERM,
+                 marks=pytest.mark.slow),
+    pytest.param("prune", ["--sparsity", "0.5", "--data", DIGITS_VAL], signal.SIGINT, marks=pytest.mark.slow),
+], ids=["convert-SIGINT", "quantize-SIGTERM", "prune-SIGINT"])
 def test_interrupted_while_writing(command, args, sig, tmp_path, marker):
     out = tmp_path / "out"
     r = interrupt([command, DIGITS, *args, "-o", out], sig, writing, out=out, tmp_path=tmp_path, marker=marker)
@@ -152,11 +148,13 @@ def test_interrupted_while_writing(command, args, sig, tmp_path, marker):
 
 
 @pytest.mark.slow
-def test_sigterm_to_bundle_while_validating(tmp_path, marker, digits_converted):
+def test_sigterm_to_bundle_while_validating(tmp_path, marker):
+    from mdeploy.passes.workflows.convert import convert
+
     run = tmp_path / "run"
-    shutil.copytree(digits_converted, run)  # bundle takes the run's lock: not in the shared fixture
+    assert convert(DIGITS, ["onnx"], run).ok  # a run with an artifact Triton can serve
     out = tmp_path / "bundle"
-    r = interrupt(["bundle", run, "-o", out], signal.SIGTERM, at_stage("validating"), out=out, tmp_path=tmp_path,
+    r = interrupt(["bundle", run, "-o", out, "--target", "triton,k8s,kserve"], signal.SIGTERM, at_stage("validating"), out=out, tmp_path=tmp_path,
                   marker=marker)
     assert_interrupted(r, signal.SIGTERM, "bundle", marker)
     assert "validating" in lines_starting(r.stderr, "error:")[0]
@@ -173,6 +171,6 @@ def test_sigterm_to_zoo_on_ray_cancels_its_task(tmp_path, marker):
                   signal.SIGTERM, lambda out, stage: (out / "digits" / ".zoo-worker.json").exists(), out=out,
                   tmp_path=tmp_path, marker=marker)
     assert_interrupted(r, signal.SIGTERM, "zoo", marker, json_out=True)
-    assert "digits" in lines_starting(r.stderr, "error:")[0] or "starting 1 model" in r.stderr
+    assert "digits" in lines_starting(r.stderr, "error:")[0]  # running, or still queued as the zoo last saw it
     findings = check_zoo_outdir(out)
     assert findings.ok(), findings
