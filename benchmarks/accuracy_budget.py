@@ -11,6 +11,7 @@ classifier, ONNX only; its labelled data built by benchmarks/corpus/magika_data.
     python benchmarks/accuracy_budget.py [--draws 10] [--rounds 3] [--formats onnx,tflite] [--model-dir DIR] [--json]
     python benchmarks/corpus/fetch.py --only magika
     python benchmarks/accuracy_budget.py --model magika --formats onnx --samples 64 --draws 3 [--model-dir DIR]
+    python benchmarks/accuracy_budget.py --model magika --formats onnx --samples 64 --no-weight-ops-knob  (layer search)
 """
 from __future__ import annotations
 
@@ -123,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=200, help="calibration samples (quantize --samples)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-weight-ops-knob", action="store_true",
+                        help="ablation: leave the weight-ops-only knob out, so the layer search runs")
     args = parser.parse_args(argv)
+    if args.no_weight_ops_knob:
+        import mdeploy.passes.workflows.accuracy as accuracy
+
+        options = accuracy.knob_options
+        accuracy.knob_options = lambda qpass: [k for k in options(qpass) if not k.weight_ops]
     with tempfile.TemporaryDirectory(prefix="mdeploy-accq-") as tmp:
         work = Path(tmp)
         d = args.model_dir or work / "model"
