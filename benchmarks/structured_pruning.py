@@ -9,6 +9,9 @@ rounds of the per-round median; speedups are the median of per-round ratios to d
 
     python benchmarks/structured_pruning.py                      # both models, FLOPs targets 0.75 and 0.5
     python benchmarks/structured_pruning.py --models digits --rounds 5
+    python benchmarks/structured_pruning.py --channel-multiples auto,1,8   # the default beside 1 and 8
+A variant whose channels equal an earlier one's (auto and 8 on a model whose widths are all multiples of 8) reuses its
+files and is timed again, which shows the noise floor: the same file against itself.
 Writes OUT/results.json and prints a markdown table.
 """
 from __future__ import annotations
@@ -40,42 +43,54 @@ def digits_train(work: Path) -> Path:
     return path
 
 
-def make_variants(model: str, work: Path, targets: list[float], sparsity: float, epochs: int, multiple: int) -> list[dict]:
+def make_variants(model: str, work: Path, targets: list[float], sparsity: float, epochs: int,
+                  multiples: list[str]) -> list[dict]:
     """Each variant: name, keras path, flops, params, accuracy, and its converted onnx/tflite paths."""
     import keras
 
+    from mdeploy.passes.prune.fine_tuning import FineTuning
     from mdeploy.passes.prune.flops import model_flops
     from mdeploy.passes.workflows.convert import convert
     from mdeploy.passes.workflows.prune import prune, prune_structured
 
     if model == "digits":
-        source, validation, fine_tune, multiple = SAMPLES / "digits.keras", SAMPLES / "digits_validation.npz", \
-            digits_train(work), multiple
+        source, validation, fine_tune = SAMPLES / "digits.keras", SAMPLES / "digits_validation.npz", digits_train(work)
     else:
         sys.path.insert(0, str(SAMPLES))
         from build_mobilenet import build
 
         source, validation, fine_tune = build(), None, None  # random weights: speed only, no accuracy
     dense = model_flops(keras.models.load_model(source))
-    variants = [{"name": "dense", "keras": source, "flops": dense["flops"], "params": dense["params"]}]
+    tuning = FineTuning(str(fine_tune), epochs=epochs) if fine_tune else None
+    variants = [{"name": "dense", "slug": "dense", "keras": source, "flops": dense["flops"], "params": dense["params"]}]
     for t in targets:
-        out = work / f"{model}-structured-{t}"
-        report = prune_structured(source, out, flops_target=t, multiple=multiple, fine_tune=str(fine_tune) if fine_tune else None,
-                                  epochs=epochs, data=str(validation) if validation else None, latency_runs=0)
-        s = report.artifacts[-1].structured
-        variants.append({"name": f"structured {t:g}x FLOPs", "keras": out / report.artifacts[-1].path,
-                         "flops": s.flops_after, "params": s.params_after, "ratio": s.ratio,
-                         "accuracy_before": s.accuracy_before, "accuracy_after": s.accuracy_after,
-                         "fine_tuned": bool(s.fine_tune)})
+        for multiple in multiples:
+            out = work / f"{model}-structured-{t}-m{multiple}"
+            report = prune_structured(source, out, flops_target=t, multiple=multiple, fine_tuning=tuning,
+                                      data=str(validation) if validation else None, latency_runs=0)
+            s = report.artifacts[-1].structured
+            kept = [g["kept"] for g in s.groups]
+            same = next((v for v in variants if v.get("kept") == kept), None)
+            variants.append({"name": f"structured {t:g}x FLOPs, multiple {multiple}", "slug": f"structured-{t}-m{multiple}",
+                             "keras": out / report.artifacts[-1].path, "flops": s.flops_after, "params": s.params_after,
+                             "ratio": s.ratio, "kept": kept, "widths": sorted({g["kept"] for g in s.groups}),
+                             "multiples": sorted({g["multiple"] for g in s.groups if g.get("multiple")}),
+                             "same_as": same["name"] if same else None,
+                             "accuracy_before": s.accuracy_before, "accuracy_after": s.accuracy_after,
+                             "fine_tuned": bool(s.fine_tune)})
     out = work / f"{model}-sparse"
-    report = prune(source, sparsity, out, data=str(validation) if validation else None,
-                   fine_tune=str(fine_tune) if fine_tune else None, epochs=epochs)
+    report = prune(source, sparsity, out, data=str(validation) if validation else None, fine_tuning=tuning)
     p = report.artifacts[-1].pruning
-    variants.append({"name": f"unstructured {sparsity:g} sparsity", "keras": out / report.artifacts[-1].path,
+    variants.append({"name": f"unstructured {sparsity:g} sparsity", "slug": "unstructured", "keras": out / report.artifacts[-1].path,
                      "flops": dense["flops"], "params": dense["params"], "sparsity": p.extra.get("achieved_sparsity"),
                      "accuracy_before": p.accuracy_before, "accuracy_after": p.accuracy_after, "sparse_tflite": True})
     for v in variants:
-        slug = v["name"].split()[0] + "-" + "".join(c for c in v["name"] if c.isdigit())
+        slug = v["slug"]
+        if v.get("same_as"):  # the same channels: the same model, so its files (timed again: the noise floor)
+            twin = next(u for u in variants if u["name"] == v["same_as"])
+            v.update(onnx=twin["onnx"], tflite=twin["tflite"], accuracy_after=twin.get("accuracy_after"))
+            v["keras"] = str(v["keras"])
+            continue
         conv = convert(v["keras"], ["onnx", "tflite"], work / f"{model}-{slug}-converted")
         assert conv.ok, f"{v['name']}: conversion failed parity"
         for a in conv.artifacts:
@@ -156,9 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--runs", type=int, default=0, help="timed calls per round (default: 200 digits, 10 mobilenet)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--channel-multiple", type=int, default=8,
-                    help="round kept channels up to a multiple of N (ONNX Runtime's conv kernels slow down on odd "
-                         "counts)")
+    ap.add_argument("--channel-multiples", default="auto",
+                    help="comma-separated --channel-multiple values to build each FLOPs target with, side by side "
+                         "(auto: mdeploy's default; 1: any count; 8: every group in multiples of 8)")
     ap.add_argument("--digits-batch", type=int, default=64,
                     help="batch for the digits model: at batch 1 its 0.7 MFLOPs hide under the per-call overhead")
     ap.add_argument("--out", type=Path, default=None)
@@ -178,7 +193,7 @@ def main(argv=None) -> int:
     for model in args.models.split(","):
         t0 = time.time()
         variants = make_variants(model, out, targets, args.sparsity, args.epochs,
-                                 args.channel_multiple or 8)
+                                 [m.strip() for m in args.channel_multiples.split(",")])
         runs = args.runs or (100 if model == "digits" else 10)
         batch = args.digits_batch if model == "digits" else 1
         timings = {}
@@ -208,7 +223,8 @@ def table(results: dict) -> str:
         for v in r["variants"]:
             o, t = r["latency"]["onnx"][v["name"]], r["latency"]["tflite"][v["name"]]
             acc = v.get("accuracy_tflite")
-            lines.append(f"| {model} ({r['batch']}) | {v['name']} | {v['flops'] / 1e6:.2f} M | {v['params'] / 1e3:.0f} k | "
+            name = v["name"] + (f" (= {v['same_as']})" if v.get("same_as") else "")
+            lines.append(f"| {model} ({r['batch']}) | {name} | {v['flops'] / 1e6:.2f} M | {v['params'] / 1e3:.0f} k | "
                          f"{o['ms']:.3f} ({o['speedup']:.2f}x) | {t['ms']:.3f} ({t['speedup']:.2f}x) | "
                          f"{'-' if acc is None else f'{100 * acc:.2f}%'} |")
         for name, s in r["latency"]["tflite_sparse"].items():

@@ -51,7 +51,9 @@ def optimize_cli(
     structured: Annotated[bool, typer.Option("--structured", help="Remove whole filters first (Keras); also builds the dense artifacts to compare.")] = False,
     ratio: Annotated[float | None, typer.Option("--ratio", help="--structured: fraction of each channel group's filters to remove.")] = None,
     flops_target: Annotated[float | None, typer.Option("--flops-target", help="--structured: reach this fraction of the FLOPs instead of --ratio.")] = None,
+    channel_multiple: Annotated[str | None, typer.Option("--channel-multiple", help="--structured: keep channel counts in multiples of N; auto: 8 for groups whose width is a multiple of 8, else 1. [default: auto]")] = None,
     fine_tune: Annotated[str | None, typer.Option("--fine-tune", help="Labelled data to fine-tune the pruned model on.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Fine-tuning epochs. [default: 2]")] = None,
     image_size: ImageSizeOpt = None,
     image_scale: ImageScaleOpt = None,
     image_mean: ImageMeanOpt = None,
@@ -62,6 +64,7 @@ def optimize_cli(
     force: ForceOpt = False,
 ) -> None:
     """Convert, simplify, quantize (and prune), validate, bench and report, in one verified pipeline."""
+    from mdeploy.passes.prune.structured import parse_multiple
     from mdeploy.passes.report.render import accuracy_search_lines, layer_table, to_table
     from mdeploy.passes.workflows.optimize import optimize
     from mdeploy.passes.workflows.recipe import load_recipe, with_fp16
@@ -79,7 +82,9 @@ def optimize_cli(
         overrides["bench.enabled"] = False
     if structured:
         overrides["prune.structured"] = True
-    overrides.update({"prune.ratio": ratio, "prune.flops_target": flops_target, "prune.fine_tune": fine_tune})
+    multiple = None if channel_multiple is None else parse_multiple(channel_multiple)
+    overrides.update({"prune.ratio": ratio, "prune.flops_target": flops_target, "prune.fine_tune": fine_tune,
+                      "prune.channel_multiple": multiple, "prune.epochs": epochs})
     base = load_recipe(recipe, overrides)
     warn_code_data({f"recipe key '{key}'": value for key, value, given in (
         ("calibration", base.calibration, calibration), ("validation", base.validation, validation),

@@ -60,7 +60,8 @@ def render_structured(record: ArtifactRecord, out_dir: Path) -> None:
     s = record.structured
     ratio = lambda a, b: "-" if not a else f"{b / a:.2f}x"  # noqa: E731
     how = f"flops target {s.flops_target:g}" if s.flops_target is not None else f"ratio {s.ratio:g}"
-    table = Table(title=f"mdeploy prune --structured: {record.path} ({how}, {s.criterion}, ratio used {s.ratio:g})")
+    table = Table(title=f"mdeploy prune --structured: {record.path} ({how}, {s.criterion}, channel multiple "
+                        f"{s.channel_multiple}, ratio used {s.ratio:g})")
     for col in ("layer", "kind", "channels", "FLOPs before", "FLOPs after", "params before", "params after"):
         table.add_column(col, justify="left" if col in ("layer", "kind") else "right")
     for layer in s.layers or []:
@@ -77,6 +78,14 @@ def render_structured(record: ArtifactRecord, out_dir: Path) -> None:
     tied = [g for g in s.groups or [] if g["tied"] and not g["frozen"]]
     stdout.print(f"channel groups: {len(s.groups or []) - len(frozen)} pruned ({len(tied)} tied across a merge, one "
                  f"shared mask each), {len(frozen)} left whole", highlight=False)
+    steps: dict[int, int] = {}
+    for g in s.groups or []:
+        if g.get("multiple"):
+            steps[g["multiple"]] = steps.get(g["multiple"], 0) + 1
+    if steps:
+        stdout.print("kept channels in multiples of " + ", ".join(f"{m} ({n} group{'s' if n > 1 else ''})"
+                                                                  for m, n in sorted(steps.items(), reverse=True)),
+                     highlight=False)
     for g in frozen:
         stdout.print(f"  left whole: {', '.join(g['producers'][:3])}{' ...' if len(g['producers']) > 3 else ''}: "
                      f"{g['frozen']}", highlight=False)
@@ -100,10 +109,10 @@ def prune_cli(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Layer-name pattern (fnmatch) to keep dense; repeatable.")] = None,
     prune_first_last: Annotated[bool, typer.Option("--prune-first-last", help="Also prune the first and last prunable layer (dense by default).")] = False,
     pattern: Annotated[str | None, typer.Option("--pattern", help="N:M structured sparsity along the input dimension, e.g. 2:4.")] = None,
-    fine_tune: Annotated[str | None, typer.Option("--fine-tune", help="Labelled .npz to fine-tune on while pruning gradually (Keras only).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs.")] = 2,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Fine-tuning batch size.")] = 32,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Fine-tuning learning rate (Adam).")] = 1e-3,
+    fine_tune: Annotated[str | None, typer.Option("--fine-tune", help="Labelled .npz to fine-tune on (Keras only): magnitude pruning is then gradual.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Fine-tuning epochs (default 2).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Fine-tuning batch size (default 32).")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Fine-tuning learning rate, Adam (default 1e-3).")] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="Fine-tuning loss (default: the model's compiled loss).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Fine-tuning metric (default: the model's compiled metrics).")] = None,
     initial_sparsity: Annotated[float, typer.Option("--initial-sparsity", help="Schedule: sparsity at the begin step.")] = 0.0,
@@ -114,7 +123,7 @@ def prune_cli(
     ratio: Annotated[float | None, typer.Option("--ratio", help="--structured: fraction of each channel group's filters to remove.")] = None,
     flops_target: Annotated[float | None, typer.Option("--flops-target", help="--structured: reach this fraction of the FLOPs (e.g. 0.5) instead of --ratio.")] = None,
     criterion: Annotated[str, typer.Option("--criterion", help="--structured: rank filters by l1 or l2 norm, or bn (BatchNorm gamma).")] = "l1",
-    channel_multiple: Annotated[int, typer.Option("--channel-multiple", help="--structured: round kept channels up to a multiple of N.")] = 1,
+    channel_multiple: Annotated[str, typer.Option("--channel-multiple", help="--structured: keep channel counts in multiples of N; auto: 8 for groups whose width is a multiple of 8, else 1.")] = "auto",
     latency_runs: Annotated[int, typer.Option("--latency-runs", help="--structured: runs to time before and after (0: skip).")] = 50,
     data: Annotated[str | None, typer.Option("--data", help="Labelled .npz for accuracy before and after.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for fine-tuning.")] = 0,
@@ -123,17 +132,18 @@ def prune_cli(
 ) -> None:
     """Zero the smallest weights of a Keras or ONNX model, or with --structured remove whole filters of a Keras model;
     report sparsity (or FLOPs and latency), sizes and accuracy before and after."""
+    from mdeploy.passes.prune.fine_tuning import fine_tuning_from
     from mdeploy.passes.workflows.prune import prune, prune_structured
 
+    tuning = fine_tuning_from(fine_tune, require_data=True, seed=seed, epochs=epochs, batch_size=batch_size,
+                              learning_rate=learning_rate, loss=loss, metric=metric)
     if structured:
         if sparsity is not None or pattern:
             raise BadInput("--structured removes filters; --sparsity and --pattern zero weights",
                            "pass --structured with --ratio or --flops-target, or drop --structured")
         with progress("structured pruning", quiet=json_out) as on_stage:
             report = prune_structured(model, out_dir, ratio=ratio, flops_target=flops_target, criterion=criterion,
-                                      multiple=channel_multiple, fine_tune=fine_tune, epochs=epochs,
-                                      batch_size=batch_size, learning_rate=learning_rate, loss=loss, metric=metric,
-                                      data=data, latency_runs=latency_runs, force=force, seed=seed, on_stage=on_stage,
+                                      multiple=channel_multiple, fine_tuning=tuning, data=data, latency_runs=latency_runs, force=force, seed=seed, on_stage=on_stage,
                                       trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes)
         record = report.artifacts[-1]
         for w in record.structured.warnings or []:
@@ -147,8 +157,7 @@ def prune_cli(
         raise BadInput("--ratio and --flops-target belong to --structured", "add --structured, or use --sparsity")
     with progress("pruning", quiet=json_out) as on_stage:
         report = prune(model, sparsity, out_dir, trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes, scope=scope, exclude=tuple(exclude or ()), prune_first_last=prune_first_last,
-                       pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,
-                       learning_rate=learning_rate, loss=loss, metric=metric, initial_sparsity=initial_sparsity,
+                       pattern=pattern, fine_tuning=tuning, initial_sparsity=initial_sparsity,
                        begin_step=begin_step, end_step=end_step, frequency=frequency, data=data, force=force,
                        seed=seed, on_stage=on_stage)
     record = report.artifacts[-1]  # add_artifact appends

@@ -5,47 +5,23 @@ normalization layers never are. TensorFlow and Keras are imported inside functio
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from mdeploy.calibration import LABELS, collect, open_source
 from mdeploy.passes.backends.tensorflow import KerasWeight, load_keras_model, prunable_weights
 from mdeploy.passes.backends.tf_env import import_keras
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import atomic_output, ensure_writable
 from mdeploy.passes.core.pipeline import Context, pass_params
+from mdeploy.passes.prune.fine_tuning import FineTuning, compile_for_fine_tuning, loss_name
 from mdeploy.passes.prune.masks import check_sparsity, choose_weights, masks_for, polynomial_sparsity, schedule_updates
 from mdeploy.passes.prune.summary import compressed_size, pruning_summary, sparse_kernel_candidates
-
-
-def keras_compile_config(path: Path) -> dict[str, Any]:
-    """The loss and metrics the model was compiled with, read as JSON from the file (never unpickled)."""
-    path = Path(path)
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                return json.loads(z.read("config.json")).get("compile_config") or {}
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("training_config")
-            if raw is None:
-                return {}
-            cfg = json.loads(raw if isinstance(raw, str) else raw.decode())
-            metrics = cfg.get("metrics") or []
-            if metrics and isinstance(metrics[0], list):  # per-output lists in Keras 2 files
-                metrics = metrics[0]
-            return {"loss": cfg.get("loss"), "metrics": metrics}
-    except (OSError, KeyError, ValueError):
-        return {}
 
 
 def _apply(weights: list[KerasWeight], masks: dict[str, np.ndarray]) -> None:
@@ -68,8 +44,7 @@ class PruneKeras:
       exclude: fnmatch patterns of layer names to keep dense.
       prune_first_last: also prune the first and last prunable layer (kept dense by default).
       pattern: "N:M" structured sparsity along the input dimension, e.g. "2:4".
-      fine_tune: a labelled data spec (.npz) to fine-tune on; pruning is then gradual (Zhu & Gupta schedule).
-      epochs, batch_size, learning_rate, loss, metric: fine-tuning; loss/metric default to the model's compile config.
+      fine_tuning: train on labelled data (FineTuning, fine_tuning.py) while pruning gradually (Zhu & Gupta schedule).
       initial_sparsity, begin_step, end_step, frequency: the schedule, in optimizer steps (end_step default:
         75% of the steps, frequency default: a tenth of the pruning window).
     """
@@ -82,17 +57,11 @@ class PruneKeras:
     exclude: tuple[str, ...] = ()
     prune_first_last: bool = False
     pattern: str | None = None
-    fine_tune: str | None = None
-    epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    loss: str | None = None
-    metric: str | None = None
+    fine_tuning: FineTuning | None = None
     initial_sparsity: float = 0.0
     begin_step: int = 0
     end_step: int | None = None
     frequency: int | None = None
-    seed: int = 0
     file_name: str = "model.pruned.keras"
 
     def output_path(self, ctx: Context) -> Path:
@@ -119,13 +88,13 @@ class PruneKeras:
             model.save(baseline)
             size_before, gzip_before = baseline.stat().st_size, compressed_size(baseline)
             schedule = None
-            if self.fine_tune:
+            if self.fine_tuning is not None:
                 ctx.stage("fine-tuning with gradual pruning")
                 schedule = self._fine_tune(model, artifact, selected, target, pattern, ctx)
             else:
                 ctx.stage("pruning")
                 _apply(selected, masks_for(selected, _values(selected), target, self.scope, pattern))
-            if self.fine_tune:
+            if self.fine_tuning is not None:
                 # Deploy without optimizer state: copy the trained weights into a fresh, uncompiled copy.
                 deploy = load_keras_model(artifact.path, trusted=artifact.trusted)
                 deploy.set_weights(model.get_weights())
@@ -156,12 +125,11 @@ class PruneKeras:
                    pattern: tuple[int, int] | None, ctx: Context) -> dict[str, Any]:
 
         keras = import_keras()
-        x, y, loss, metrics = compile_for_fine_tuning(model, artifact, data=self.fine_tune, batch_size=self.batch_size,
-                                                      learning_rate=self.learning_rate, loss=self.loss,
-                                                      metric=self.metric, epochs=self.epochs, seed=self.seed)
+        tuning = self.fine_tuning
+        x, y, loss, metrics = compile_for_fine_tuning(model, artifact, tuning)
         n = len(y)
-        steps_per_epoch = -(-n // self.batch_size)
-        total = steps_per_epoch * self.epochs
+        steps_per_epoch = -(-n // tuning.batch_size)
+        total = steps_per_epoch * tuning.epochs
         end = min(self.end_step if self.end_step is not None else max(1, int(0.75 * total)), total)
         begin = min(self.begin_step, end)
         frequency = self.frequency or max(1, (end - begin) // 10)
@@ -193,7 +161,7 @@ class PruneKeras:
                 _apply(selected, self.masks)
 
         hold = HoldMasks()
-        model.fit(x if len(x) > 1 else x[0], y, epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
+        model.fit(x if len(x) > 1 else x[0], y, epochs=tuning.epochs, batch_size=tuning.batch_size, shuffle=True,
                   verbose=0, callbacks=[hold])
         # The last update is at end_step <= total, so the masks now hold the final sparsity.
         if not hold.masks or hold.history[-1][1] != round(target, 4):
@@ -201,53 +169,7 @@ class PruneKeras:
             hold.update()
         _apply(selected, hold.masks)
         return {"initial_sparsity": self.initial_sparsity, "final_sparsity": target, "begin_step": begin,
-                "end_step": end, "frequency": frequency, "total_steps": total, "epochs": self.epochs,
-                "steps_per_epoch": steps_per_epoch, "learning_rate": self.learning_rate,
-                "loss": loss if isinstance(loss, str) else type(loss).__name__,
-                "metrics": [m if isinstance(m, str) else str(m) for m in metrics], "data": self.fine_tune,
+                "end_step": end, "frequency": frequency, "total_steps": total, "epochs": tuning.epochs,
+                "steps_per_epoch": steps_per_epoch, "learning_rate": tuning.learning_rate, "loss": loss_name(loss),
+                "metrics": [m if isinstance(m, str) else str(m) for m in metrics], "data": tuning.data,
                 "mask_updates": [list(h) for h in hold.history]}
-
-
-def compile_for_fine_tuning(model, artifact: Artifact, *, data: str, batch_size: int, learning_rate: float,
-                            loss: str | None, metric: str | None, epochs: int, seed: int):
-    """Read the labelled fine-tuning data and compile `model` with Adam and the loss/metrics given or saved in the
-    file. Returns (x, y, loss, metrics)."""
-    keras = import_keras()
-    batches = collect(open_source(data, artifact.inputs, batch_size=batch_size))
-    if LABELS not in batches:
-        raise BadInput(f"{data}: no labels for fine-tuning",
-                       "save the labels in the .npz under the key 'labels' (or 'y')")
-    y = batches.pop(LABELS)
-    x = [batches[t.name] for t in artifact.inputs]
-    compiled = keras_compile_config(artifact.path)
-    loss = loss or compiled.get("loss")
-    if not loss:
-        raise BadInput(f"{artifact.path} was saved without a compiled loss, so fine-tuning does not know what to minimise",
-                       "pass --loss, e.g. --loss sparse_categorical_crossentropy")
-    metrics = [metric] if metric else (compiled.get("metrics") or [])
-    if isinstance(metrics, (str, dict)):
-        metrics = [metrics]
-    if isinstance(loss, dict):
-        loss = keras.losses.deserialize(loss)
-    if epochs < 1:
-        raise BadInput(f"--epochs must be at least 1, got {epochs}", "for example --epochs 3")
-    keras.utils.set_random_seed(seed)
-    try:
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                      metrics=[m for m in metrics if m])
-    except ValueError as e:
-        raise BadInput(f"cannot compile the model for fine-tuning: {e}", "pass --loss and --metric explicitly") from e
-    return x, y, loss, metrics
-
-
-def fit_model(model, artifact: Artifact, *, data: str, epochs: int, batch_size: int, learning_rate: float,
-              loss: str | None, metric: str | None, seed: int, callbacks=()) -> dict[str, Any]:
-    """Fine-tune `model` (no pruning schedule) on labelled `data`; returns what was done, for the report."""
-    x, y, loss, metrics = compile_for_fine_tuning(model, artifact, data=data, batch_size=batch_size,
-                                                  learning_rate=learning_rate, loss=loss, metric=metric, epochs=epochs,
-                                                  seed=seed)
-    history = model.fit(x if len(x) > 1 else x[0], y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-                        callbacks=list(callbacks))
-    return {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "data": data,
-            "loss": loss if isinstance(loss, str) else type(loss).__name__, "samples": int(len(y)),
-            "final_loss": round(float(history.history["loss"][-1]), 6)}

@@ -146,7 +146,7 @@ class StructuredPruning(Section):
     ratio: float | None = None
     requested_ratio: float | None = None
     flops_target: float | None = None
-    channel_multiple: int | None = None
+    channel_multiple: int | str | None = None  # an integer, or "auto" (each group's own in groups[].multiple)
     flops_before: int | None = None
     flops_after: int | None = None
     flops_ratio: float | None = None

@@ -42,7 +42,7 @@ from mdeploy.passes.core.pipeline import (
 )
 from mdeploy.passes.prune import sparsity_survival
 from mdeploy.passes.prune.keras import PruneKeras
-from mdeploy.passes.prune.structured import PruneStructured
+from mdeploy.passes.prune.structured import PruneStructured, parse_multiple
 from mdeploy.passes.quantize import quantized_file_name
 from mdeploy.passes.quantize.onnx import QuantizeOnnx
 from mdeploy.passes.quantize.tflite import QuantizeTflite
@@ -137,10 +137,10 @@ def build_plan(source: Artifact, recipe: Recipe, name: str,
                            "prune the ONNX with `mdeploy prune`, or drop --sparsity/--structured")
         if p.structured:
             step = PruneStructured(ratio=p.ratio, flops_target=p.flops_target, criterion=p.criterion,
-                                   multiple=p.channel_multiple, fine_tune=p.fine_tune, epochs=p.epochs)
+                                   multiple=parse_multiple(p.channel_multiple), fine_tuning=p.fine_tuning())
         else:
             step = PruneKeras(sparsity=p.sparsity, scope=p.scope, exclude=p.exclude, pattern=p.pattern,
-                              fine_tune=p.fine_tune, epochs=p.epochs)
+                              fine_tuning=p.fine_tuning())
         prelude.append(Node("pruned", step))
         base = "pruned"
     calibration = _calibration_spec(recipe)

@@ -11,7 +11,7 @@ from mdeploy.passes.core.errors import BadInput
 from mdeploy.passes.core.fsio import ensure_writable
 from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, run_pass
-from mdeploy.passes.prune import pruning_pass
+from mdeploy.passes.prune import FineTuning, pruning_pass
 from mdeploy.passes.prune.masks import check_sparsity, parse_pattern
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.sections import Pruning
@@ -28,8 +28,7 @@ def labelled_accuracy(artifact, data: str) -> float | None:
 
 
 def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "layer", exclude: tuple[str, ...] = (),
-          prune_first_last: bool = False, pattern: str | None = None, fine_tune: str | None = None, epochs: int = 2,
-          batch_size: int = 32, learning_rate: float = 1e-3, loss: str | None = None, metric: str | None = None,
+          prune_first_last: bool = False, pattern: str | None = None, fine_tuning: FineTuning | None = None,
           initial_sparsity: float = 0.0, begin_step: int = 0, end_step: int | None = None, frequency: int | None = None,
           data: str | None = None, force: bool = False, seed: int = 0, on_stage=None, trusted: bool = False, max_bytes: int | None = None) -> Report:
     """Prune `model` into OUTDIR (keras/model.pruned.keras or onnx/model.pruned.onnx) and add its record, with a
@@ -50,9 +49,8 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
     source = open_artifact(model, trusted=trusted, max_bytes=max_bytes)
     target = (1 - nm[0] / nm[1]) if nm else float(sparsity)
     params: dict[str, Any] = dict(sparsity=target, scope=scope, exclude=tuple(exclude), prune_first_last=prune_first_last,
-                                  pattern=pattern, fine_tune=fine_tune, epochs=epochs, batch_size=batch_size,
-                                  learning_rate=learning_rate, loss=loss, metric=metric, initial_sparsity=initial_sparsity,
-                                  begin_step=begin_step, end_step=end_step, frequency=frequency, seed=seed)
+                                  pattern=pattern, fine_tuning=fine_tuning, initial_sparsity=initial_sparsity,
+                                  begin_step=begin_step, end_step=end_step, frequency=frequency)
     p = pruning_pass(source.format, **params)
     ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, on_stage=stage, seed=seed)
     ensure_writable(p.output_path(ctx), force)  # fail before any work
@@ -88,22 +86,20 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
 
 
 def prune_structured(model: Path, out_dir: Path, *, ratio: float | None = None, flops_target: float | None = None,
-                     criterion: str = "l1", multiple: int = 1, fine_tune: str | None = None, epochs: int = 2,
-                     batch_size: int = 32, learning_rate: float = 1e-3, loss: str | None = None, metric: str | None = None,
+                     criterion: str = "l1", multiple: int | str = "auto", fine_tuning: FineTuning | None = None,
                      data: str | None = None, latency_runs: int = 50, force: bool = False, seed: int = 0, on_stage=None,
                      trusted: bool = False, max_bytes: int | None = None) -> Report:
     """Remove whole filters of a Keras model into OUTDIR/keras/model.structured.keras and add its record, with a
     `structured` section (FLOPs, params, size, latency and accuracy before/after), to OUTDIR/report.json."""
     from mdeploy.passes.checks.bench import bench
-    from mdeploy.passes.prune.structured import PruneStructured
+    from mdeploy.passes.prune.structured import PruneStructured, parse_multiple
     from mdeploy.passes.report.sections import StructuredPruning
 
     stage = on_stage or (lambda text: None)
     if latency_runs < 0:
         raise BadInput(f"--latency-runs must be >= 0, got {latency_runs}", "0 skips the latency measurement")
-    p = PruneStructured(ratio=ratio, flops_target=flops_target, criterion=criterion, multiple=multiple,
-                        fine_tune=fine_tune, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                        loss=loss, metric=metric, seed=seed)
+    p = PruneStructured(ratio=ratio, flops_target=flops_target, criterion=criterion, multiple=parse_multiple(multiple),
+                        fine_tuning=fine_tuning)
     p.check()
     stage("loading the model")
     source = open_artifact(model, trusted=trusted, max_bytes=max_bytes)

@@ -44,15 +44,27 @@ class PruneSettings:
     scope: str = "layer"
     pattern: str | None = None
     exclude: tuple[str, ...] = ()
+    # fine-tuning (both kinds of pruning): the labelled data, then FineTuning's options (None: its default)
     fine_tune: str | None = None
-    epochs: int = 2
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    loss: str | None = None
+    metric: str | None = None
     # structured (filter) pruning instead of zeros: one of ratio / flops_target
     structured: bool = False
     ratio: float | None = None
     flops_target: float | None = None
     criterion: str = "l1"
-    channel_multiple: int = 1
+    channel_multiple: int | str = "auto"  # or N for every channel group
     compare_dense: bool | None = None  # also build the unpruned artifacts (default: with structured pruning)
+
+    def fine_tuning(self):
+        """The FineTuning value of these keys (None without fine_tune); bad values raise BadInput."""
+        from mdeploy.passes.prune.fine_tuning import fine_tuning_from
+
+        return fine_tuning_from(self.fine_tune, epochs=self.epochs, batch_size=self.batch_size,
+                                learning_rate=self.learning_rate, loss=self.loss, metric=self.metric)
 
 
 @dataclass(frozen=True)
@@ -180,10 +192,10 @@ def check(recipe: Recipe) -> Recipe:
         if p.sparsity > 0 or p.pattern:
             raise BadInput("recipe key 'prune.structured' removes filters; 'prune.sparsity'/'prune.pattern' zero weights",
                            "use one kind of pruning")
-        from mdeploy.passes.prune.structured import PruneStructured
+        from mdeploy.passes.prune.structured import PruneStructured, parse_multiple
 
         PruneStructured(ratio=p.ratio, flops_target=p.flops_target, criterion=p.criterion,
-                        multiple=p.channel_multiple).check()
+                        multiple=parse_multiple(p.channel_multiple)).check()
     elif p.ratio is not None or p.flops_target is not None:
         raise BadInput("recipe keys 'prune.ratio' and 'prune.flops_target' need 'prune.structured = true'",
                        "set prune.structured = true (or --structured)")
@@ -205,8 +217,8 @@ def check(recipe: Recipe) -> Recipe:
     if budget is not None and not 0.0 <= budget < 1.0:
         raise BadInput(f"recipe key 'quantize.accuracy_budget' must be a fraction in [0, 1), got {budget}",
                        "0.01 is one point of accuracy")
-    _at_least(recipe.prune.epochs, 1, "prune.epochs")
     check_bounds(bounds_of(recipe.validate), "recipe key 'validate.")
+    recipe.prune.fine_tuning()  # its values are checked where FineTuning is made, even without fine_tune
     return recipe
 
 

@@ -65,7 +65,7 @@ def residual_pruned(tmp_path_factory, residual_model):
 
     path, _ = residual_model
     out = tmp_path_factory.mktemp("residual_pruned")
-    report = prune_structured(path, out, ratio=0.5, latency_runs=0)
+    report = prune_structured(path, out, ratio=0.5, latency_runs=0, multiple=1)  # exactly half of every group
     return out, report.artifacts[-1]
 
 
