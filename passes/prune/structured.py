@@ -290,13 +290,14 @@ class PruneStructured:
                 frozen = sum(1 for g in graph.roots() if graph.groups[g].frozen)
                 raise BadInput(f"{artifact.path}: the FLOPs target {self.flops_target:g} cannot be reached: removing up "
                                f"to {MAX_RATIO:.0%} of every prunable group leaves {after['flops'] / dense['flops']:.2f} "
-                               f"of the FLOPs ({frozen} groups must stay whole)",
+                               f"of the FLOPs ({frozen} group{'s' if frozen != 1 else ''} must stay whole)",
                                "ask for a higher --flops-target" if self.multiple in (AUTO, 1) else
                                "ask for a higher --flops-target, or a smaller --channel-multiple (or auto)")
             if self.multiple == AUTO and level < VECTOR_CHANNELS:
                 finer = [g for g, m in multiples.items() if graph.groups[g].size % VECTOR_CHANNELS == 0 and m < VECTOR_CHANNELS]
                 ctx.warn(f"the FLOPs target {self.flops_target:g} could not be reached in steps of "
-                         f"{VECTOR_CHANNELS} channels: {len(finer)} groups used multiples of {level} instead, which "
+                         f"{VECTOR_CHANNELS} channels: {len(finer)} group{'s' if len(finer) != 1 else ''} used multiples "
+                         f"of {level} instead, which "
                          "may run slower on ONNX Runtime (the report lists each group's multiple)")
         removed = sum(int((~graph.groups[g].mask).sum()) for g in scores)
         ratio = removed / sum(graph.groups[g].size for g in scores)

@@ -146,10 +146,11 @@ def test_keras_50_percent_one_shot_keeps_accuracy_and_exact_sparsity(tmp_path, d
 
 def test_keras_80_percent_with_fine_tuning_keeps_accuracy(tmp_path, digits_source, digits_validation, digits_train_npz):
     from mdeploy.passes.core.pipeline import Context
-    from mdeploy.passes.prune import PruneKeras, measure_sparsity
+    from mdeploy.passes.prune import FineTuning, PruneKeras, measure_sparsity
 
     one_shot = PruneKeras(sparsity=0.8).run(digits_source, Context(out_dir=tmp_path / "oneshot"))
-    tuned = PruneKeras(sparsity=0.8, fine_tune=str(digits_train_npz), epochs=3).run(digits_source, Context(out_dir=tmp_path / "ft"))
+    tuned = PruneKeras(sparsity=0.8, fine_tuning=FineTuning(str(digits_train_npz), epochs=3)).run(
+        digits_source, Context(out_dir=tmp_path / "ft"))
     p = tuned.meta["pruning"]
     assert abs(p["achieved_sparsity"] - 0.8) <= 0.01
     acc_before = _accuracy(digits_source, digits_validation)
@@ -226,18 +227,18 @@ def test_separable_depthwise_embedding_pruned_normalization_untouched(tmp_path):
 def test_fine_tuning_needs_labels_and_a_loss(tmp_path, digits_source, tiny_keras, rng):
     from mdeploy.passes.backends import open_artifact
     from mdeploy.passes.core.pipeline import Context
-    from mdeploy.passes.prune import PruneKeras
+    from mdeploy.passes.prune import FineTuning, PruneKeras
 
     unlabelled = tmp_path / "x.npz"
     np.savez(unlabelled, image=rng.random((8, 8, 8, 1), dtype=np.float32))
     with pytest.raises(BadInput, match="no labels"):
-        PruneKeras(fine_tune=str(unlabelled)).run(digits_source, Context(out_dir=tmp_path / "a"))
+        PruneKeras(fine_tuning=FineTuning(str(unlabelled))).run(digits_source, Context(out_dir=tmp_path / "a"))
     tiny = open_artifact(tiny_keras)  # saved uncompiled
     data = tmp_path / "t.npz"
     np.savez(data, features=rng.random((8, 6), dtype=np.float32), extra=rng.random((8, 4), dtype=np.float32),
              labels=np.zeros(8, dtype=np.int64))
     with pytest.raises(BadInput, match="without a compiled loss") as e:
-        PruneKeras(fine_tune=str(data), prune_first_last=True).run(tiny, Context(out_dir=tmp_path / "b"))
+        PruneKeras(fine_tuning=FineTuning(str(data)), prune_first_last=True).run(tiny, Context(out_dir=tmp_path / "b"))
     assert "--loss" in e.value.hint
 
 
