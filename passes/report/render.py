@@ -213,7 +213,8 @@ def structured_lines(report: Report) -> list[str]:
         if s is None or not s.flops_before:
             continue
         how = f"FLOPs target {s.flops_target:g}" if s.flops_target is not None else f"ratio {s.ratio:g}"
-        lines += ["", f"#### Structured pruning: {a.name} ({how}, {s.criterion})", "",
+        multiple = "" if s.channel_multiple is None else f", channel multiple {s.channel_multiple}"
+        lines += ["", f"#### Structured pruning: {a.name} ({how}, {s.criterion}{multiple})", "",
                   "| | before | after | after / before |", "|---|---:|---:|---:|"]
         for label, before, after in (("FLOPs", s.flops_before, s.flops_after), ("parameters", s.params_before, s.params_after),
                                      ("size (bytes)", s.size_bytes_before, s.size_bytes_after),

@@ -148,3 +148,12 @@ def test_masks_round_to_the_nearest_multiple():
     assert kept == {0: 8, 1: 16, 2: 8, 3: 6}  # 24 keeps 12 -> a tie between 8 and 16 keeps more
     kept = {g: int(m.sum()) for g, m in masks_for_ratio(Graph, scores, 0.3, {0: 8, 1: 8, 2: 8, 3: 1}).items()}
     assert kept == {0: 16, 1: 16, 2: 8, 3: 9}  # 16 keeps 12: a tie, so 16; 24 keeps 17: 16 is nearer than 24
+
+
+def test_optimize_flag_takes_the_same_values(mdeploy, tmp_path, digits_model):
+    r = mdeploy("optimize", digits_model, "--structured", "--flops-target", "0.5", "--channel-multiple", "x",
+                "-o", tmp_path)
+    assert r.exit_code == 2 and "--channel-multiple must be auto or a whole number" in r.stderr
+    r = mdeploy("optimize", digits_model, "--structured", "--flops-target", "0.5", "--epochs", "0", "-o", tmp_path)
+    assert r.exit_code == 2 and "prune.epochs" in r.stderr
+    assert not (tmp_path / "keras").exists()
