@@ -1,6 +1,6 @@
 """The error vocabulary: every failure a user can act on carries a message, a hint and an exit code.
 
-The CLI maps these to `error:`/`hint:` lines in one place (cli/_app.py); nothing else prints them.
+The CLI maps these to `error:`/`hint:` lines in one place (cli/__init__.py); nothing else prints them.
 """
 from __future__ import annotations
 
