@@ -112,7 +112,7 @@ class BatchPlan:
 
     dynamic: bool  # the model takes any batch size: the server may merge requests
     max_batch_size: int  # the largest batch the server forms (a fixed-batch model: its batch)
-    sizes: tuple[int, ...]  # preferred (Triton) / allowed (TF Serving) batch sizes, ending at max_batch_size
+    sizes: tuple[int, ...]  # TF Serving's allowed batch sizes (merged batches pad up to one), ending at max_batch_size
     timeout_us: int  # how long a lone request waits for others
     basis: str  # one sentence: where these numbers come from
 

@@ -58,9 +58,10 @@ def config_pbtxt(facts: ModelFacts, plan: BatchPlan, instances: int, gpu: bool =
              f"version_policy: {{ specific: {{ versions: [ {facts.version} ] }} }}",
              f"instance_group [\n  {{\n    count: {instances}\n    kind: {'KIND_GPU' if gpu else 'KIND_CPU'}\n  }}\n]"]
     if batched:
-        preferred = [s for s in plan.sizes if s > 1] or [plan.max_batch_size]
-        lines.append(f"dynamic_batching {{\n  preferred_batch_size: [ {', '.join(str(s) for s in preferred)} ]\n"
-                     f"  max_queue_delay_microseconds: {plan.timeout_us}\n}}")
+        # No preferred_batch_size: Triton then sends the largest batch the queue holds (up to max_batch_size) once the
+        # delay is up. A list of powers of two would split 3 waiting requests into 2 + 1; Triton's batcher guide
+        # advises preferred sizes only for sizes measured to run faster, and bench measures batch 1 only.
+        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {plan.timeout_us}\n}}")
     return "\n".join(lines) + "\n"
 
 

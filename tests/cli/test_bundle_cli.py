@@ -38,6 +38,8 @@ def check_bundle_files(out: Path, name: str, input_dims: list[int], version: int
     parsed = {}
     triton = text_format.Parse((out / f"triton/model_repository/{name}/config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert triton.max_batch_size > 0 and triton.HasField("dynamic_batching")  # a dynamic batch: batched, dims without it
+    # the largest batch the queue holds, within the delay: no preferred sizes that would split 3 requests into 2 + 1
+    assert not triton.dynamic_batching.preferred_batch_size and triton.dynamic_batching.max_queue_delay_microseconds > 0
     assert [list(t.dims) for t in triton.input] == [input_dims] and triton.input[0].data_type == model_config_pb2.TYPE_FP32
     assert (out / f"triton/model_repository/{name}/{version}/model.onnx").is_file()
     parsed["triton"] = triton
