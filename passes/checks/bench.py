@@ -60,6 +60,7 @@ def bench(artifact: Artifact, batch: int = 1, threads: int | None = None, warmup
     name, format, path, precision, runtime, batch, threads (None = the runtime's default), warmup, runs,
     latency_ms {p50, p90, p99, mean, min, max}, throughput_per_s (samples/s), load_seconds,
     peak_rss_bytes (the measuring process's peak), baseline_rss_bytes (before the runtime was imported),
+    runtime_rss_bytes (after importing the runtime, before loading the model: peak minus this is the model's share),
     machine {cpu, logical_cores, physical_cores, memory_bytes, os, python}.
     """
     if batch < 1 or runs < 1 or warmup < 0 or (threads is not None and threads < 1):
@@ -109,6 +110,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
 
     baseline = _rss_bytes()
     _import_runtime(job["format"])
+    runtime = _rss_bytes()
     t0 = time.perf_counter()
     runner = load_runner(job["format"], Path(job["path"]), job["threads"], trusted=trust_from_json(job.get("trusted", False)))
     load_seconds = time.perf_counter() - t0
@@ -132,6 +134,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         "load_seconds": load_seconds,
         "peak_rss_bytes": int(peak),
         "baseline_rss_bytes": int(baseline),
+        "runtime_rss_bytes": int(runtime),
     }
 
 

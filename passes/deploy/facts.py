@@ -75,6 +75,7 @@ class ModelFacts:
     bench_batch: int | None = None
     peak_rss_bytes: int | None = None
     baseline_rss_bytes: int | None = None
+    runtime_rss_bytes: int | None = None
     load_seconds: float | None = None
     runtime: str | None = None
 
@@ -92,6 +93,7 @@ class ModelFacts:
                    bench_batch=(bench.batch or 1) if bench is not None else None,
                    peak_rss_bytes=bench.peak_rss_bytes if bench is not None else None,
                    baseline_rss_bytes=bench.baseline_rss_bytes if bench is not None else None,
+                   runtime_rss_bytes=bench.runtime_rss_bytes if bench is not None else None,
                    load_seconds=bench.load_seconds if bench is not None else None,
                    runtime=bench.runtime if bench is not None else None)
 
@@ -180,10 +182,16 @@ def resources(facts: ModelFacts, cpu: float, server: str) -> Resources:
     """Memory: the server's own footprint (an estimate) plus the model's, measured by bench (peak minus baseline
     RSS) when it ran, else estimated from the model's size; +25% on the whole."""
     base = SERVER_BASE_BYTES[server]
-    if facts.peak_rss_bytes:
+    if facts.peak_rss_bytes and facts.runtime_rss_bytes:
+        # the server brings its own runtime (the base above): count only what loading and running the model added
+        model = max(facts.peak_rss_bytes - facts.runtime_rss_bytes, facts.size_bytes)
+        source = (f"the model's measured {model / MIB:.0f} MiB (peak RSS of the benchmark running {facts.artifact} "
+                  f"minus its RSS once {facts.runtime or 'the runtime'} was imported)")
+    elif facts.peak_rss_bytes:  # a report from before runtime_rss_bytes: the figure includes the runtime library
         model = max(facts.peak_rss_bytes - (facts.baseline_rss_bytes or 0), facts.size_bytes)
         source = (f"the model's measured {model / MIB:.0f} MiB (peak minus baseline RSS of the benchmark running "
-                  f"{facts.artifact} on {facts.runtime or 'its runtime'})")
+                  f"{facts.artifact} on {facts.runtime or 'its runtime'}; this report predates the runtime's own "
+                  "figure, so it includes the runtime library and errs high)")
     else:
         model = MODEL_BYTES_FACTOR * facts.size_bytes
         source = (f"an estimated {model / MIB:.0f} MiB for the model ({MODEL_BYTES_FACTOR} x its "

@@ -215,6 +215,7 @@ class Bench(Section):
     load_seconds: float | None = None
     peak_rss_bytes: int | None = None
     baseline_rss_bytes: int | None = None
+    runtime_rss_bytes: int | None = None  # after importing the runtime, before loading the model
     machine: dict[str, Any] | None = None
 
 

@@ -24,9 +24,11 @@ def test_bench_json_and_report(mdeploy, outdir):
         lat = x["latency_ms"]
         assert 0 < lat["p50"] <= lat["p99"] and x["throughput_per_s"] > 0 and x["peak_rss_bytes"] > 0
         assert x["batch"] == 2 and x["runs"] == 5
+        assert x["baseline_rss_bytes"] < x["runtime_rss_bytes"] <= x["peak_rss_bytes"]  # importing the runtime costs
     report = json.loads((outdir / "report.json").read_text())
     records = {a["name"]: a for a in report["artifacts"]}
     assert records["onnx"]["bench"]["latency_ms"]["p50"] == results[0]["latency_ms"]["p50"]
+    assert records["onnx"]["bench"]["runtime_rss_bytes"] == results[0]["runtime_rss_bytes"]
     assert "bench" in records["tflite"] and "bench" not in records["savedmodel"]
     assert report["bench_machine"]["logical_cores"] >= 1
 
