@@ -202,6 +202,25 @@ def _name_batch_dims(model_proto) -> None:
             dims[0].dim_param = "batch"
 
 
+XLA_NO_INLINE = ("_XlaMustCompile", "_noinline")
+
+
+def allow_inlining(graph_def):
+    """Let grappler inline every function call of `graph_def` (in place; returned). Keras 3 runs a grouped Conv2D
+    (ConvNeXt's depthwise convs) as a jit-compiled tf.function: each becomes a StatefulPartitionedCall marked
+    `_XlaMustCompile`/`_noinline`, which grappler leaves alone and tf2onnx cannot convert. Its body is a plain
+    Conv2D: without the marks, tf2onnx's grappler pass inlines it."""
+    for node in graph_def.node:
+        for key in XLA_NO_INLINE:
+            if key in node.attr:
+                del node.attr[key]
+    for function in graph_def.library.function:
+        for key in XLA_NO_INLINE:
+            if key in function.attr:
+                del function.attr[key]
+    return graph_def
+
+
 @dataclass(frozen=True)
 class ToOnnx:
     """Keras, SavedModel or TFLite -> ONNX with tf2onnx, keeping the batch dimension dynamic.
@@ -298,12 +317,21 @@ class ToOnnx:
     def _from_frozen_graph(self, serve, tf2onnx):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-        frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-        graph_def = frozen.graph.as_graph_def()
+        tf = import_tf()
+        concrete = serve.get_concrete_function()
+        frozen = convert_variables_to_constants_v2(concrete)
+        graph_def = allow_inlining(frozen.graph.as_graph_def())
         inputs = [t.name for t in frozen.inputs if t.dtype.name != "resource"]
         outputs = [t.name for t in frozen.outputs]
-        return tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=self.opset,
-                                              custom_op_handlers=dict(OP_REWRITES))[0]
+        model_proto = tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs,
+                                                     opset=self.opset, custom_op_handlers=dict(OP_REWRITES))[0]
+        # the graph's tensors are `image:0`, `Identity:0`: give the model's input and output names back
+        renames = dict(zip(inputs, [spec.name for spec in serve.input_signature]))
+        structured = concrete.structured_outputs  # serve returns {output name: tensor}; outputs are in flatten order
+        if isinstance(structured, dict):
+            renames.update(zip(outputs, tf.nest.flatten({k: k for k in structured})))
+        rename_graph_io(model_proto, renames)
+        return model_proto
 
 
 # --------------------------------------------------------------------------- TFLite

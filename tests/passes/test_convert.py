@@ -97,3 +97,30 @@ def test_normalization_layer_keeps_its_statistics_in_onnx(tmp_path):
     for fmt, file in (("onnx", "onnx/model.onnx"), ("tflite", "tflite/model.tflite")):
         got = load_runner(fmt, tmp_path / "out" / file)(feeds)["probs"]
         assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_grouped_convolution_converts_to_onnx(tmp_path):
+    """Keras 3 runs a grouped Conv2D (ConvNeXt's depthwise convs) as a jit-compiled tf.function that tf2onnx leaves as
+    an unconvertible StatefulPartitionedCall on every route; mdeploy lets grappler inline it (raw tf2onnx fails)."""
+    import keras
+
+    from mdeploy.passes.workflows.convert import convert
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 8), name="image")
+    h = keras.layers.Conv2D(8, 3, padding="same", groups=8, name="grouped")(inp)
+    h = keras.layers.Conv2D(8, 1, groups=2, name="grouped2")(h)
+    out = keras.layers.Dense(3, activation="softmax", name="probs")(keras.layers.GlobalAveragePooling2D()(h))
+    path = tmp_path / "grouped.keras"
+    keras.Model(inp, out).save(path)
+
+    report = convert(path, ["onnx"], tmp_path / "out")
+    assert report.ok
+    import onnx
+
+    model = onnx.load(str(tmp_path / "out" / "onnx" / "model.onnx"))
+    assert not {n.op_type for n in model.graph.node} & {"StatefulPartitionedCall", "PartitionedCall"}
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 8)).astype("float32")
+    ref = load_runner("keras", path)({"image": x})["probs"]
+    got = load_runner("onnx", tmp_path / "out" / "onnx" / "model.onnx")({"image": x})["probs"]
+    assert np.abs(got - ref).max() <= 1e-5
