@@ -177,15 +177,20 @@ def build_probe(float_model, qdq_model):
             if name not in known:
                 g.output.append(onnx.ValueInfoProto(name=name))
                 known.add(name)
-    # the QDQ model may need newer opsets (or the com.microsoft domain) than the float one
-    have = {o.domain: o for o in probe.opset_import}
+    adopt_opsets(probe, qdq_model)
+    return probe, pairs
+
+
+def adopt_opsets(model, qdq_model) -> None:
+    """Raise `model` (a copy of the float model holding QDQ nodes) to the QDQ model's opsets and IR version: per-channel
+    QuantizeLinear and the com.microsoft domain may need newer ones than the float model has."""
+    have = {o.domain: o for o in model.opset_import}
     for o in qdq_model.opset_import:
         if o.domain not in have:
-            probe.opset_import.add().CopyFrom(o)
+            model.opset_import.add().CopyFrom(o)
         elif have[o.domain].version < o.version:
             have[o.domain].version = o.version
-    probe.ir_version = max(float_model.ir_version, qdq_model.ir_version)
-    return probe, pairs
+    model.ir_version = max(model.ir_version, qdq_model.ir_version)
 
 
 def _output_scales(qdq_model) -> dict[str, float]:

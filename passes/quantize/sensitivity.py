@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mdeploy.calibration.batches import LABELS, CalibrationSource
-from mdeploy.passes.quantize.debug import QDQ_OPS, SENSITIVITY_SAMPLES, quantized_nodes, sqnr_db
+from mdeploy.passes.quantize.debug import QDQ_OPS, SENSITIVITY_SAMPLES, adopt_opsets, quantized_nodes, sqnr_db
 TAG = "mdeploy_alone::"
 
 
@@ -40,104 +40,91 @@ def sensitivity_feeds(heldout: CalibrationSource, input_types: dict[str, str], l
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def alone_variant(float_model, qdq_model, node_name: str):
+class QdqIndex:
+    """The look-ups into the QDQ model that every node's variant needs, built once for all of them."""
+
+    def __init__(self, qdq_model):
+        g = qdq_model.graph
+        self.model = qdq_model
+        self.inits = {i.name: i for i in g.initializer}
+        self.producer = {o: n for n in g.node for o in n.output}
+        self.nodes = {n.name: n for n in g.node if n.name}
+        self.reader: dict[tuple[str, str], object] = {}  # (QuantizeLinear|DequantizeLinear, tensor) -> that node
+        for n in g.node:
+            if n.op_type in QDQ_OPS and n.input:
+                self.reader.setdefault((n.op_type, n.input[0]), n)
+
+
+def alone_variant(float_model, index: QdqIndex, node_name: str):
     """The float model with only `node_name` quantized as the QDQ model quantizes it (module docstring), or None when
-    the node's quantization cannot be carried over (a name or tensor the float graph lacks)."""
+    the node's quantization cannot be carried over (a name or tensor the float graph lacks). The added nodes go
+    right before and after the node, so the graph stays in topological order."""
     import onnx
 
-    q_graph = qdq_model.graph
-    q_inits = {i.name: i for i in q_graph.initializer}
-    producer = {o: n for n in q_graph.node for o in n.output}
-    q_node = next((n for n in q_graph.node if n.name == node_name), None)
+    q_node = index.nodes.get(node_name)
     variant = onnx.ModelProto()
     variant.CopyFrom(float_model)
     g = variant.graph
-    f_node = next((n for n in g.node if n.name == node_name), None)
-    if q_node is None or f_node is None or len(q_node.input) != len(f_node.input):
+    at = next((i for i, n in enumerate(g.node) if n.name == node_name), None)
+    if q_node is None or at is None or len(q_node.input) != len(g.node[at].input):
         return None
+    f_node = g.node[at]
     f_tensors = {v.name for v in g.input} | {i.name for i in g.initializer} | {o for n in g.node for o in n.output}
+    before: list = []
+    after: list = []
     added: set[str] = set()
 
     def copy_init(name: str) -> str:
-        if name and name in q_inits and TAG + name not in added:
+        if name not in index.inits:
+            return name
+        if name not in added:
             t = g.initializer.add()
-            t.CopyFrom(q_inits[name])
+            t.CopyFrom(index.inits[name])
             t.name = TAG + name
-            added.add(TAG + name)
-        return TAG + name if name in q_inits else name
+            added.add(name)
+        return TAG + name
 
-    def qdq(src: str, q, dq, tag: str) -> str:
+    def copied(node, inputs: list[str], output: str):
+        """The QDQ model's own QuantizeLinear/DequantizeLinear (its attributes: axis, ...), rewired."""
+        c = onnx.NodeProto()
+        c.CopyFrom(node)
+        c.input[:], c.output[:], c.name = inputs, [output], output
+        return c
+
+    def qdq(src: str, q, dq, tag: str, into: list) -> str:
         """src -> QuantizeLinear(q's parameters) -> DequantizeLinear(dq's parameters); returns the output name."""
         qo, do = f"{TAG}{tag}::q", f"{TAG}{tag}::dq"
-        g.node.add().CopyFrom(onnx.helper.make_node("QuantizeLinear", [src, *map(copy_init, q.input[1:])], [qo],
-                                                    name=qo, **_attrs(q)))
-        g.node.add().CopyFrom(onnx.helper.make_node("DequantizeLinear", [qo, *map(copy_init, dq.input[1:])], [do],
-                                                    name=do, **_attrs(dq)))
+        into.extend([copied(q, [src, *map(copy_init, q.input[1:])], qo), copied(dq, [qo, *map(copy_init, dq.input[1:])], do)])
         return do
 
     for pos, name in enumerate(q_node.input):
-        dq = producer.get(name)
+        dq = index.producer.get(name)
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
-        if dq.input[0] in q_inits:  # int8 weight (or int32 bias): dequantize the QDQ model's own
+        if dq.input[0] in index.inits:  # int8 weight (or int32 bias): dequantize the QDQ model's own
             out = f"{TAG}{node_name}::in{pos}"
-            g.node.add().CopyFrom(onnx.helper.make_node("DequantizeLinear", list(map(copy_init, dq.input)), [out],
-                                                        name=out, **_attrs(dq)))
+            before.append(copied(dq, list(map(copy_init, dq.input)), out))
             f_node.input[pos] = out
             continue
-        q = producer.get(dq.input[0])
+        q = index.producer.get(dq.input[0])
         if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in f_tensors:
             return None
-        f_node.input[pos] = qdq(q.input[0], q, dq, f"{node_name}::in{pos}")
-    consumers_q = [n for n in q_graph.node if n.op_type == "QuantizeLinear" and n.input[0] == q_node.output[0]]
-    if consumers_q:  # the int8 model quantizes this output before anything reads it
-        q = consumers_q[0]
-        dq = next((n for n in q_graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]), None)
-        if dq is not None:
-            raw = f"{TAG}{node_name}::raw"
-            out = f_node.output[0]
-            f_node.output[0] = raw
-            last = qdq(raw, q, dq, f"{node_name}::out")
-            g.node.add().CopyFrom(onnx.helper.make_node("Identity", [last], [out], name=f"{TAG}{node_name}::id"))
-    for o in qdq_model.opset_import:  # per-channel QuantizeLinear needs the QDQ model's opset
-        have = next((x for x in variant.opset_import if x.domain == o.domain), None)
-        if have is None:
-            variant.opset_import.add().CopyFrom(o)
-        elif have.version < o.version:
-            have.version = o.version
-    variant.ir_version = max(float_model.ir_version, qdq_model.ir_version)
-    _topological(g)
-    return variant
-
-
-def _attrs(node) -> dict:
-    import onnx
-
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _topological(g) -> None:
-    """Re-order the graph's nodes so every input is produced before it is read (the added nodes went at the end)."""
-    available = {v.name for v in g.input} | {i.name for i in g.initializer} | {""}
-    pending = list(g.node)
-    ordered = []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in available for i in n.input):
-                ordered.append(n)
-                available.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):  # an input nothing produces (an outer-scope name): keep the rest as they were
-            ordered += rest
-            break
-        pending = rest
-    copies = [type(n)() for n in ordered]
+        f_node.input[pos] = qdq(q.input[0], q, dq, f"{node_name}::in{pos}", before)
+    q = index.reader.get(("QuantizeLinear", q_node.output[0]))
+    dq = index.reader.get(("DequantizeLinear", q.output[0])) if q is not None else None
+    if dq is not None:  # the int8 model quantizes this output before anything reads it
+        raw, out = f"{TAG}{node_name}::raw", f_node.output[0]
+        f_node.output[0] = raw
+        last = qdq(raw, q, dq, f"{node_name}::out", after)
+        after.append(onnx.helper.make_node("Identity", [last], [out], name=f"{TAG}{node_name}::id"))
+    ordered = [*g.node[:at], *before, f_node, *after, *g.node[at + 1:]]
+    copies = [onnx.NodeProto() for _ in ordered]
     for c, n in zip(copies, ordered):
         c.CopyFrom(n)
     del g.node[:]
     g.node.extend(copies)
+    adopt_opsets(variant, index.model)
+    return variant
 
 
 def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: Path,
@@ -156,11 +143,12 @@ def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: P
     reference = dict(zip(names, sess.run(names, feeds)))
     del sess
     out: dict[str, float] = {}
+    index = QdqIndex(qdq_model)
     nodes = [n for n in quantized_nodes(qdq_model) if n.op_type not in QDQ_OPS]
     for done, node in enumerate(nodes, 1):
         if on_node is not None:
             on_node(done, len(nodes))
-        variant = alone_variant(float_model, qdq_model, node.name)
+        variant = alone_variant(float_model, index, node.name)
         if variant is None:
             continue
         onnx.save(variant, str(path))
