@@ -145,13 +145,7 @@ def prune_cli(
             report = prune_structured(model, out_dir, ratio=ratio, flops_target=flops_target, criterion=criterion,
                                       multiple=channel_multiple, fine_tuning=tuning, data=data, latency_runs=latency_runs, force=force, seed=seed, on_stage=on_stage,
                                       trusted=global_options(ctx).trust, max_bytes=global_options(ctx).max_model_bytes)
-        record = report.artifacts[-1]
-        for w in record.structured.warnings or []:
-            warn(w)
-        if json_out:
-            emit_json(report.to_dict())
-        else:
-            render_structured(record, out_dir)
+        _show(report, "structured", render_structured, out_dir, json_out)
         return
     if ratio is not None or flops_target is not None:
         raise BadInput("--ratio and --flops-target belong to --structured", "add --structured, or use --sparsity")
@@ -160,10 +154,15 @@ def prune_cli(
                        pattern=pattern, fine_tuning=tuning, initial_sparsity=initial_sparsity,
                        begin_step=begin_step, end_step=end_step, frequency=frequency, data=data, force=force,
                        seed=seed, on_stage=on_stage)
+    _show(report, "pruning", render_pruning, out_dir, json_out)
+
+
+def _show(report, section: str, render, out_dir: Path, json_out: bool) -> None:
+    """The pruned artifact's warnings on stderr, then the report as JSON or `render`ed for the terminal."""
     record = report.artifacts[-1]  # add_artifact appends
-    for w in record.pruning.warnings or []:
+    for w in getattr(record, section).warnings or []:
         warn(w)
     if json_out:
         emit_json(report.to_dict())
     else:
-        render_pruning(record, out_dir)
+        render(record, out_dir)

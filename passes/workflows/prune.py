@@ -78,11 +78,7 @@ def prune(model: Path, sparsity: float | None, out_dir: Path, *, scope: str = "l
             pruning["accuracy_before"] = pruning["accuracy_after"] = None
         pruning["warnings"] = list(ctx.warnings)
         record.pruning = Pruning.from_dict(pruning)
-        report.add_artifact(record)
-        report.add_steps(steps)
-        report.warnings.extend(ctx.warnings)
-        report.save(out_dir)
-        return report
+        return _publish(report, record, steps, ctx, out_dir)
 
 
 def prune_structured(model: Path, out_dir: Path, *, ratio: float | None = None, flops_target: float | None = None,
@@ -133,8 +129,13 @@ def prune_structured(model: Path, out_dir: Path, *, ratio: float | None = None, 
                            latency_runtime=after["runtime"])
         section["warnings"] = list(ctx.warnings)
         record.structured = StructuredPruning.from_dict(section)
-        report.add_artifact(record)
-        report.add_steps(steps)
-        report.warnings.extend(ctx.warnings)
-        report.save(out_dir)
-        return report
+        return _publish(report, record, steps, ctx, out_dir)
+
+
+def _publish(report: Report, record, steps: list, ctx: Context, out_dir: Path) -> Report:
+    """The pruned model's record, its steps and the run's warnings into report.json."""
+    report.add_artifact(record)
+    report.add_steps(steps)
+    report.warnings.extend(ctx.warnings)
+    report.save(out_dir)
+    return report
