@@ -55,8 +55,11 @@ def interrupt(args: list, sig: signal.Signals, ready: Callable[[Path, str], bool
                 stage = stage_file.read_text()
             except OSError:
                 pass
-            if ready(out, stage):
-                break
+            try:
+                if ready(out, stage):
+                    break
+            except OSError:  # a directory went away while it was listed
+                pass
             time.sleep(0.01)
         assert proc.poll() is None, f"mdeploy ended (exit {proc.returncode}) before it could be interrupted"
         assert time.monotonic() < deadline, f"never ready to interrupt; last stage: {stage!r}"
@@ -71,6 +74,12 @@ def interrupt(args: list, sig: signal.Signals, ready: Callable[[Path, str], bool
 def writing(out: Path, stage: str) -> bool:
     """An artifact's (or report's) temporary file is being written under OUTDIR (not the lock's, which comes first)."""
     return out.exists() and any(".mdeploy.lock" not in p.name for p in leftover_partials(out))
+
+
+def writing_artifact(out: Path, stage: str) -> bool:
+    """A branch's artifact is being written (not only the step cache's record, which can come first)."""
+    return out.exists() and any(p.relative_to(out).parts[0] in ("onnx", "savedmodel", "tflite")
+                                for p in leftover_partials(out))
 
 
 def at_stage(text: str) -> Callable[[Path, str], bool]:
@@ -96,7 +105,7 @@ def test_sigterm_to_optimize_jobs2_removes_branch_temporaries(tmp_path, marker):
     """The branches run in two spawned processes: SIGTERM stops them, and their half-written files go with them."""
     out = tmp_path / "out"
     r = interrupt(["optimize", DIGITS, "--calibration", DIGITS_CAL, "--validation", DIGITS_VAL, "-o", out, "--jobs", "2",
-                   "--json"], signal.SIGTERM, writing, out=out, tmp_path=tmp_path, marker=marker)
+                   "--json"], signal.SIGTERM, writing_artifact, out=out, tmp_path=tmp_path, marker=marker)
     assert any(p.startswith(("onnx/", "savedmodel/", "tflite/")) for p in r.partials_at_signal), r.partials_at_signal
     assert_interrupted(r, signal.SIGTERM, "optimize", marker, json_out=True)
     assert "optimizing" in lines_starting(r.stderr, "error:")[0]
