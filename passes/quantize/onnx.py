@@ -83,6 +83,16 @@ class QuantizeOnnx:
             raise BadInput(f"unknown calibration method '{self.method}'", f"choose from {', '.join(METHODS)}")
         if self.activations not in ("uint8", "int8"):
             raise BadInput(f"unknown activation type '{self.activations}'", "choose uint8 (fast on x86) or int8")
+        if self.mode != "int8":
+            static_only = [flag for flag, given in (
+                ("--method", self.method != "minmax"), ("--format", self.format != "qdq"),
+                ("--activations", self.activations != "uint8"), ("--symmetric-activations", self.symmetric_activations),
+                ("--weight-ops-only", self.weight_ops_only), ("--per-tensor", self.mode == "fp16" and not self.per_channel))
+                if given]
+            if static_only:
+                raise BadInput(f"{', '.join(static_only)} {'applies' if len(static_only) == 1 else 'apply'} to --mode int8 "
+                               f"(got --mode {self.mode}, which has no activation calibration)",
+                               "use --mode int8, or drop " + ("that flag" if len(static_only) == 1 else "those flags"))
 
     def output_path(self, ctx: Context) -> Path:
         return Path(ctx.out_dir) / "onnx" / (self.file_name or quantized_file_name(self.mode, ".onnx"))

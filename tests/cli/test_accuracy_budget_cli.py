@@ -84,10 +84,14 @@ def test_the_recipe_file_reproduces_the_chosen_artifact(onnx_budget_run, outlier
     (["--mode", "fp16", "--accuracy-budget", "0.01"], "apply to --mode int8"),
     (["--accuracy-budget", "1.5"], "must be a fraction"),
     (["--accuracy-budget", "0.01", "--no-gate"], "needs the gate"),
+    (["--mode", "dynamic", "--weight-ops-only"], "--weight-ops-only applies to --mode int8"),
+    (["--mode", "fp16", "--method", "entropy", "--symmetric-activations"],
+     "--method, --symmetric-activations apply to --mode int8"),
 ])
 def test_bad_budget_flags_are_exit_2(mdeploy, outlier_model, tmp_path, flags, message):
     result = mdeploy(*_args(outlier_model, tmp_path / "o", "--to", "onnx", *flags))
-    assert result.exit_code == 2 and message in result.stderr
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "o").exists()  # refused before any work
 
 
 def test_an_unknown_exclude_name_is_exit_2_naming_it(mdeploy, onnx_budget_run, outlier_model, tmp_path):
