@@ -129,6 +129,9 @@ def test_trials_share_calibration_ranges_and_get_the_same_model_as_a_fresh_calib
     assert params(hit.path) == params(fresh.path)
     run("entropy", True, method="entropy")
     assert len(list(cache.glob("*.json"))) == 2
+    # onnxruntime's pre-processing ran once for the three cached runs of the same parent, and nothing half-written is left
+    assert [p.name.startswith("pre-") for p in cache.glob("*.onnx")] == [True]
+    assert not list(cache.glob(".*partial"))
 
 
 def test_a_long_prefix_of_harmless_layers_goes_back_to_int8_in_growing_groups():
