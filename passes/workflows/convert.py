@@ -7,12 +7,13 @@ from pathlib import Path
 from mdeploy.calibration.shapes import InputShapes, with_input_shapes
 from mdeploy.passes.backends import artifact_runner, open_artifact, run_batched
 from mdeploy.passes.checks.parity import PARITY_TOLERANCE, parity_check, parity_feeds
-from mdeploy.passes.convert import DEFAULT_OPSET, ToOnnx, ToSavedModel, ToTflite
+from mdeploy.passes.convert import ToOnnx, ToSavedModel, ToTflite
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import EXIT_BAD_INPUT, BadInput, MdeployError, PassFailed
 from mdeploy.passes.core.fsio import ensure_writable, name_from_file, safe_component
 from mdeploy.passes.core.lock import outdir_lock
 from mdeploy.passes.core.pipeline import Context, Step, pass_params, run_pass
+from mdeploy.passes.defaults import DEFAULT_OPSET
 from mdeploy.passes.report.journal import ReportJournal
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.sections import Checks

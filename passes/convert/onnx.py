@@ -1,25 +1,19 @@
-"""Conversion passes: Keras/SavedModel to a TF Serving SavedModel, to ONNX (tf2onnx) and to TFLite; TFLite to ONNX.
-
-All TensorFlow-side conversions start from one serving function whose input names are the model's
-input names and whose outputs are a dict keyed by the model's output names, so every artifact
-(SavedModel signature, ONNX graph, TFLite signature) exposes the same names.
-"""
+"""Keras, SavedModel or TFLite -> ONNX with tf2onnx: the routes an expert tries in turn (concrete function, tf2onnx's
+Keras path, the frozen graph; TFLite's own reader), the op rewrites tf2onnx lacks, and the checks a route's graph must
+pass before it is accepted (ONNX Runtime loads it, it has the model's interface, it computes what the model does)."""
 from __future__ import annotations
 
-import dataclasses
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from mdeploy.passes.backends import artifact_runner, load_runner, run_batched
+from mdeploy.passes.backends import artifact_runner, run_batched
 from mdeploy.passes.backends.litert import litert_interpreter, read_flatbuffer
 from mdeploy.passes.backends.onnxruntime import onnx_session
-from mdeploy.passes.backends.tensorflow import load_keras_model, load_savedmodel, savedmodel_signature
-from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
+from mdeploy.passes.backends.tensorflow import load_keras_model
+from mdeploy.passes.backends.tf_env import import_tf
 from mdeploy.passes.checks.parity import parity_check, parity_feeds
+from mdeploy.passes.convert.serving import serving_function
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import PassFailed, environment_error, last_meaningful_line
 from mdeploy.passes.core.fsio import atomic_output
@@ -48,70 +42,8 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
 OP_REWRITES = {"Erfc": (_erfc_as_one_minus_erf, [])}
 
 
-# --------------------------------------------------------------------------- the serving function
 
-def serving_function(artifact: Artifact):
-    """(tf.function with a named input signature returning {output name: tensor}, object keeping it alive)."""
-
-    tf = import_tf()
-    specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in artifact.inputs]
-    out_names = [o.name for o in artifact.outputs]
-    if artifact.format == "keras":
-        model = load_keras_model(artifact.path, trusted=artifact.trusted)
-        module = tf.Module()
-        # Track the backing tf.Variables, not the Keras model, as keras' own ExportArchive does:
-        # tracking the model makes the TFLite converter emit a weightless graph, and tracking
-        # both stores every weight twice.
-        module.tf_variables = [getattr(v, "value", v) for v in model.variables]
-
-        def call(*args):
-            result = model(list(args) if len(args) > 1 else args[0], training=False)
-            if not isinstance(result, (list, tuple)):
-                result = [result]
-            return {n: tf.identity(r, name=n) for n, r in zip(out_names, result)}
-    else:
-        module = load_savedmodel(artifact.path)
-        fn, _, _ = savedmodel_signature(module)
-
-        def call(*args):
-            result = fn(**{t.name: a for t, a in zip(artifact.inputs, args)})
-            return {n: tf.identity(result[n], name=n) for n in out_names}
-
-    # tf.function needs a signature with named positional parameters.
-    params = ", ".join(f"a{i}" for i in range(len(specs)))
-    namespace = {"call": call}
-    exec(f"def serve({params}):\n    return call({params})\n", namespace)  # noqa: S102 - fixed template, no user text
-    serve = tf.function(namespace["serve"], input_signature=specs)
-    module.serve = serve
-    return serve, module
-
-
-# --------------------------------------------------------------------------- SavedModel
-
-@dataclass(frozen=True)
-class ToSavedModel:
-    """Keras or SavedModel -> SavedModel in TF Serving layout, OUTDIR/savedmodel/NAME/VERSION/."""
-
-    name: ClassVar[str] = "convert.savedmodel"
-    accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel")
-    produces: ClassVar[str] = "savedmodel"
-    model_name: str = "model"
-    version: int = 1
-
-    def output_path(self, ctx: Context) -> Path:
-        return Path(ctx.out_dir) / "savedmodel" / self.model_name / str(self.version)
-
-    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-        tf = import_tf()
-        serve, module = serving_function(artifact)
-        final = self.output_path(ctx)
-        with atomic_output(final, ctx.force) as tmp:
-            tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve.get_concrete_function()})
-        return artifact.derive(format="savedmodel", path=final, name="savedmodel", precision="float32",
-                               produced_by={"pass": self.name, "params": pass_params(self)})
-
-
-# --------------------------------------------------------------------------- ONNX
+# --------------------------------------------------------------------------- routes and their checks
 
 def _onnx_problem(model_proto, path: Path) -> str | None:
     """Why ONNX Runtime would refuse this graph (unconverted ops named), or None if it loads."""
@@ -332,122 +264,3 @@ class ToOnnx:
             renames.update(zip(outputs, tf.nest.flatten({k: k for k in structured})))
         rename_graph_io(model_proto, renames)
         return model_proto
-
-
-# --------------------------------------------------------------------------- TFLite
-
-def savedmodel_for_tflite(artifact: Artifact, workdir: Path) -> Path:
-    """The TFLite converter reads SavedModels best; write one from a Keras source when needed."""
-    if artifact.format == "savedmodel":
-        return Path(artifact.path)
-
-    tf = import_tf()
-    serve, module = serving_function(artifact)
-    path = workdir / "savedmodel"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve.get_concrete_function()})
-    return path
-
-
-def tflite_converter(artifact: Artifact, workdir: Path):
-    tf = import_tf()
-    return tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_for_tflite(artifact, workdir)),
-                                                    signature_keys=["serving_default"])
-
-
-def write_tflite(converter, final: Path, force: bool, verify=None, check_runtime: bool = True) -> None:
-    """Run the converter, check LiteRT loads the result, then publish it atomically.
-
-    `verify(tmp_path)`, when given, runs after the load check and before publishing (quantize runs the model once).
-    """
-
-    try:
-        with quiet_native_stderr():  # the converter's C++ prints its quantization settings on fd 2
-            flatbuffer = converter.convert()
-    except Exception as e:
-        text = str(e)
-        ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", text)))
-        if ops:
-            raise PassFailed(f"the TFLite converter cannot convert op(s) {', '.join(ops)}: not TFLite builtins",
-                             "replace the named op(s) in the model; TFLite has no kernel for them") from e
-        env = environment_error(e)
-        if env is not None:
-            raise env from e
-        raise PassFailed(f"the TFLite converter failed: {last_meaningful_line(e)}",
-                         "run with --debug for the converter's full message") from e
-    with atomic_output(final, force) as tmp:
-        tmp.write_bytes(flatbuffer)
-        if check_runtime:
-            load_runner("tflite", tmp)  # never publish what LiteRT cannot load
-        if verify is not None:
-            verify(tmp)
-
-
-def fixed_batch_one(artifact: Artifact) -> Artifact | None:
-    """The artifact with its (dynamic) batch dimension fixed to 1, or None when some input has no dynamic batch."""
-    if not artifact.inputs or not all(t.shape and t.shape[0] is None for t in artifact.inputs):
-        return None
-    return dataclasses.replace(artifact, inputs=tuple(dataclasses.replace(t, shape=(1, *t.shape[1:])) for t in artifact.inputs))
-
-
-@dataclass(frozen=True)
-class ToTflite:
-    """Keras or SavedModel -> float32 TFLite through the TFLite converter.
-
-    When the converter cannot lower an op with a dynamic batch (Keras LSTM/GRU: `TensorListReserve` needs a
-    static element shape), the model is converted again with a fixed batch of 1, which LiteRT runs one sample
-    at a time. select_tf_ops: as a last route, keep what TFLite lacks as TensorFlow ops (SELECT_TF_OPS); such a
-    model needs the Flex delegate at run time (the stock LiteRT runtime cannot load it), which the report says.
-    """
-
-    name: ClassVar[str] = "convert.tflite"
-    failure_hint: ClassVar[str] = "run with --debug for the converter's full message"
-    accepts: ClassVar[tuple[str, ...]] = ("keras", "savedmodel")
-    produces: ClassVar[str] = "tflite"
-    file_name: str = "model.tflite"
-    select_tf_ops: bool = False
-    sparse_weights: bool = False  # store sparse kernels in TFLite's sparse format (EXPERIMENTAL_SPARSITY)
-
-    def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-        final = Path(ctx.out_dir) / "tflite" / self.file_name
-        route, first = "builtins", None
-        for route, source, select in self._routes(artifact):
-            workdir = Path(tempfile.mkdtemp(prefix="mdeploy-tflite-"))
-            try:
-                converter = tflite_converter(source, workdir)
-                if self.sparse_weights:
-                    tf = import_tf()
-                    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-                if select:
-                    tf = import_tf()
-                    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-                    converter._experimental_lower_tensor_list_ops = False  # noqa: SLF001 - the converter's documented advice
-                write_tflite(converter, final, ctx.force, check_runtime=not select)
-                break
-            except PassFailed as e:
-                first = first or e
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            assert first is not None
-            if not self.select_tf_ops and "SELECT_TF_OPS" in str(first.__cause__ or ""):
-                raise PassFailed(first.message, "--tflite-select-ops keeps those ops as TensorFlow ops (the model then "
-                                                "needs the Flex delegate at run time)") from first
-            raise first
-        notes = {"fixed-batch-1": "converted with a fixed batch of 1 (the converter needs static shapes for the "
-                                  "recurrent layers); LiteRT runs it one sample at a time",
-                 "select-tf-ops": "kept TensorFlow ops (SELECT_TF_OPS): this model needs the Flex delegate at run time; "
-                                  "the stock LiteRT runtime cannot load it"}
-        if route in notes:
-            ctx.warn(f"tflite: {notes[route]}")
-        sparse = {"sparse_tensors": read_flatbuffer(final)["sparse_tensors"]} if self.sparse_weights else {}
-        return artifact.derive(format="tflite", path=final, name="tflite", precision="float32",
-                               produced_by={"pass": self.name, "params": pass_params(self)}, tflite_route=route, **sparse,
-                               **({"runtime": "needs the TensorFlow Flex delegate"} if route == "select-tf-ops" else {}))
-
-    def _routes(self, artifact: Artifact):
-        yield "builtins", artifact, False
-        one = fixed_batch_one(artifact)
-        if one is not None:
-            yield "fixed-batch-1", one, False
-        if self.select_tf_ops:
-            yield "select-tf-ops", artifact, True
