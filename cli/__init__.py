@@ -11,6 +11,7 @@ import sys
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors Click; pinned (see cli/commands.py)
 from typer.exceptions import TyperException
 
 from mdeploy.cli import _common
@@ -156,6 +157,9 @@ def _exit_code_of(e: BaseException) -> int:
 
         sys.stdout, sys.stderr = PacifyFlushWrapper(sys.stdout), PacifyFlushWrapper(sys.stderr)  # as Click does
         return EXIT_CHECK_FAILED
+    if isinstance(e, NoArgsIsHelpError):  # `mdeploy` alone asks what it does: the help, as --help gives it
+        typer.echo(e.format_message())
+        return 0
     if isinstance(e, TyperException):
         ctx = getattr(e, "ctx", None)
         cmd = ctx.command_path if ctx is not None else "mdeploy"

@@ -163,6 +163,14 @@ def test_version(mdeploy):
     assert r.exit_code == 0 and r.stdout.startswith("mdeploy ")
 
 
+def test_no_arguments_shows_the_help_not_an_error(mdeploy):
+    """`mdeploy` alone asks what the tool does: the same help as --help, on stdout, exit 0."""
+    r = mdeploy()
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
+    assert r.stdout.startswith("Usage: mdeploy") and "convert" in r.stdout and "quantize" in r.stdout
+    assert r.stdout.strip() == mdeploy("--help").stdout.strip()
+
+
 @pytest.mark.slow
 def test_mobilenet_converts_to_all_three_with_parity(mdeploy, mobilenet_model, tmp_path):
     r = mdeploy("convert", mobilenet_model, "--to", "savedmodel,onnx,tflite", "-o", tmp_path / "mnv2", "--json")
