@@ -12,6 +12,8 @@ per run. A run is
                keep the output shapes and stay finite;
   clean error  exit 1/2/3 with exactly one `error:` line and one `hint:` line and no traceback;
   wrong        exit 0 with an artifact that is missing, fails to load or run, or does not match;
+  noisy        exit 0, but a native library's own log line (ONNX Runtime, absl, TensorFlow, LiteRT) on stderr,
+               which mdeploy silences unless --verbose;
   crash        a traceback, an `unexpected ...Error`, a signal, or the timeout.
 Prints a markdown table (model x command) and writes JSON (default benchmarks/real_models.json).
 """
@@ -42,6 +44,8 @@ COMMANDS = {
         ("simplify", ["simplify", "{model}", "-o", "{out}/simplified.onnx"]),
         ("quantize-dynamic", ["quantize", "{model}", "--to", "onnx", "--mode", "dynamic", "-o", "{out}"]),
         ("quantize-int8", ["quantize", "{model}", "--to", "onnx", "--mode", "int8", "--calibration", "random", "-o", "{out}"]),
+        ("debug-layers", ["quantize", "{model}", "--to", "onnx", "--calibration", "random", "--debug-layers", "--no-gate",
+                          "-o", "{out}"]),
     ],
     "tflite": [
         ("inspect", ["inspect", "{model}"]),
@@ -52,8 +56,13 @@ COMMANDS = {
         ("convert", ["convert", "{model}", "--to", "onnx,tflite", "-o", "{out}"]),
         ("quantize-dynamic", ["quantize", "{model}", "--to", "onnx", "--mode", "dynamic", "-o", "{out}"]),
         ("quantize-int8", ["quantize", "{model}", "--to", "tflite", "--mode", "int8", "--calibration", "random", "-o", "{out}"]),
+        ("debug-layers", ["quantize", "{model}", "--to", "tflite", "--calibration", "random", "--debug-layers", "--no-gate",
+                          "-o", "{out}"]),
     ],
 }
+# what a quiet run must not print: ONNX Runtime's, absl's, TensorFlow's and LiteRT's own log lines
+NATIVE_NOISE = re.compile(r"\[[EWIF]:onnxruntime|^[EWIF]\d{4} \d\d:\d\d:\d\d|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [EWI] "
+                          r"|^WARNING: All log messages before absl|^INFO: Created TensorFlow Lite", re.M)
 CUSTOM_OBJECT_MODELS = {"keras-custom-layer", "keras-subclassed"}  # classes defined in tests/corpus/build_keras.py
 QUICK_COMMANDS = {"inspect", "convert", "simplify", "quantize-dynamic"}
 # one model per family in --quick
@@ -271,7 +280,7 @@ def artifacts_of(out: Path, command: str) -> list[tuple[str, Path]]:
     if not report.exists():
         return []
     arts = json.loads(report.read_text()).get("artifacts", [])
-    if command.startswith("quantize"):
+    if command.startswith("quantize") or command == "debug-layers":
         arts = [a for a in arts if a.get("produced_by", {}).get("pass", "").startswith("quantize")]
     return [(a["format"], out / a["path"]) for a in arts if a["format"] in ("onnx", "tflite")]
 
@@ -282,6 +291,11 @@ def check_artifacts(model: Model, command: str, out: Path) -> dict:
         return {}
     if not arts:
         raise CheckFailure("exit 0 but no artifact recorded")
+    if command == "debug-layers":
+        records = json.loads((out / "report.json").read_text())["artifacts"]
+        measured = [len((a.get("layer_errors") or {}).get("layers", [])) for a in records if a["name"].endswith("-int8")]
+        if not measured or not measured[0]:
+            raise CheckFailure("exit 0 but the int8 record has no measured layers")
     # the source's reference outputs on realistic inputs
     if model.format == "keras":
         feeds, ref = run_keras(model)
@@ -304,7 +318,7 @@ def check_artifacts(model: Model, command: str, out: Path) -> dict:
             raise
         except Exception as e:  # noqa: BLE001  a broken artifact is what we are looking for
             raise CheckFailure(f"{fmt} artifact fails to run: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
-        quantized = command.startswith("quantize")
+        quantized = command.startswith("quantize") or command == "debug-layers"
         results[f"{fmt}:{path.name}"] = compare(ref, got, None if quantized else PARITY_TOL)
     return results
 
@@ -369,6 +383,11 @@ def run_one(model: Model, label: str, args: list[str], timeout: float, workdir: 
     if "Traceback (most recent call last)" in proc.stderr:
         run.verdict, run.reason = "crash", "exit 0 but a traceback on stderr"
         return run
+    noise = NATIVE_NOISE.search(proc.stderr)
+    if noise:
+        line = next(x for x in proc.stderr.splitlines() if NATIVE_NOISE.search(x))
+        run.verdict, run.reason = "noisy", f"a native library's log line on stderr: {line.strip()[:120]}"
+        return run
     try:
         run.parity = check_artifacts(model, label, out)
     except CheckFailure as e:
@@ -380,7 +399,7 @@ def run_one(model: Model, label: str, args: list[str], timeout: float, workdir: 
 
 # ---------------------------------------------------------------- table
 
-SYMBOL = {"ok": "ok", "clean error": "err", "wrong": "**WRONG**", "crash": "**CRASH**", "n/a": ""}
+SYMBOL = {"ok": "ok", "clean error": "err", "wrong": "**WRONG**", "crash": "**CRASH**", "noisy": "**NOISY**", "n/a": ""}
 
 
 def table(runs: list[Run], commands: list[str]) -> str:
@@ -399,10 +418,10 @@ def table(runs: list[Run], commands: list[str]) -> str:
                 text += ": " + _short(r.reason)
             elif r.parity:
                 err = max(v["rel_error"] for v in r.parity.values())
-                text += f" (q {err:.0e})" if c.startswith("quantize") else f" ({err:.0e})"
+                text += f" (q {err:.0e})" if c.startswith("quantize") or c == "debug-layers" else f" ({err:.0e})"
             cells.append(text)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    counts = {v: sum(r.verdict == v for r in runs) for v in ("ok", "clean error", "wrong", "crash")}
+    counts = {v: sum(r.verdict == v for r in runs) for v in ("ok", "clean error", "wrong", "noisy", "crash")}
     lines.append("")
     lines.append(f"{len(runs)} runs: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return "\n".join(lines)
@@ -445,7 +464,7 @@ def main() -> None:
                 runs.append(run)
                 print(f"{model.name:32s} {label:17s} {run.verdict:12s} {run.seconds:6.1f}s {_short(run.reason, 110)}",
                       file=sys.stderr, flush=True)
-    order = ["inspect", "convert", "simplify", "quantize-dynamic", "quantize-int8"]
+    order = ["inspect", "convert", "simplify", "quantize-dynamic", "quantize-int8", "debug-layers"]
     commands = [c for c in order if any(r.command == c for r in runs)]
     print(table(runs, commands))
     args.json.write_text(json.dumps({"runs": [asdict(r) for r in runs]}, indent=1, default=str) + "\n")

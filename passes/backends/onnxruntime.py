@@ -11,6 +11,7 @@ from mdeploy.passes.backends.runner import Backend, Feeds, Runner, weight_record
 from mdeploy.passes.core.artifact import TensorSpec
 from mdeploy.passes.core.errors import BadInput, first_line
 from mdeploy.passes.core.limits import check_onnx_external_data
+from mdeploy.passes.core.logs import is_quiet
 
 _ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
               11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16", 8: "str"}
@@ -57,11 +58,24 @@ _ONNX_DTYPES = {
 }
 
 
-def onnx_session(path: Path, threads: int | None = None):
+def import_ort():
+    """onnxruntime, with its default logger set for this process: when quiet, a kernel's error (which the caller also
+    gets as an exception, and mdeploy reports as one `error:` line or handles) is not printed to stderr as well;
+    the sessions onnxruntime.quantization makes for calibration use this logger too."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(_ort_severity())
+    return ort
+
+
+def _ort_severity() -> int:
+    return 4 if is_quiet() else 3  # fatal only / errors too (0 verbose ... 4 fatal)
+
+
+def onnx_session(path: Path, threads: int | None = None):
+    ort = import_ort()
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = _ort_severity()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -15,7 +15,7 @@ from mdeploy.passes.backends.litert import read_flatbuffer
 from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
 from mdeploy.passes.convert.serving import serving_function
 from mdeploy.passes.core.artifact import Artifact
-from mdeploy.passes.core.errors import PassFailed, environment_error, last_meaningful_line
+from mdeploy.passes.core.errors import MdeployError, PassFailed, environment_error, last_meaningful_line
 from mdeploy.passes.core.fsio import atomic_output
 from mdeploy.passes.core.pipeline import Context, pass_params
 
@@ -38,6 +38,30 @@ def tflite_converter(artifact: Artifact, workdir: Path):
                                                     signature_keys=["serving_default"])
 
 
+def converter_failure(e: Exception) -> MdeployError:
+    """What the TFLite converter's exception `e` means, as one error: unconvertible ops named, a full or read-only
+    disk as the user's to fix, recurrent layers' tensor lists (which need static shapes) said so."""
+    text = str(e)
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", text)))
+    if ops:
+        return PassFailed(f"the TFLite converter cannot convert op(s) {', '.join(ops)}: not TFLite builtins",
+                          "replace the named op(s) in the model; TFLite has no kernel for them")
+    env = environment_error(e)
+    if env is not None:
+        return env
+    if is_tensor_list_failure(e):
+        return PassFailed(f"the TFLite converter cannot lower this model's tensor lists (recurrent layers with a "
+                          f"dynamic batch): {last_meaningful_line(e)[:200]}", "run with --debug for the converter's full message")
+    return PassFailed(f"the TFLite converter failed: {last_meaningful_line(e)}",
+                      "run with --debug for the converter's full message")
+
+
+def is_tensor_list_failure(e: BaseException) -> bool:
+    """The converter could not lower TensorList ops (Keras LSTM/GRU with a dynamic batch): a fixed batch fixes it."""
+    text = f"{e} {e.__cause__ or ''}"
+    return "tensor list" in text.lower() or "TensorListReserve" in text
+
+
 def write_tflite(converter, final: Path, force: bool, verify=None, check_runtime: bool = True) -> None:
     """Run the converter, check LiteRT loads the result, then publish it atomically.
 
@@ -48,16 +72,7 @@ def write_tflite(converter, final: Path, force: bool, verify=None, check_runtime
         with quiet_native_stderr():  # the converter's C++ prints its quantization settings on fd 2
             flatbuffer = converter.convert()
     except Exception as e:
-        text = str(e)
-        ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", text)))
-        if ops:
-            raise PassFailed(f"the TFLite converter cannot convert op(s) {', '.join(ops)}: not TFLite builtins",
-                             "replace the named op(s) in the model; TFLite has no kernel for them") from e
-        env = environment_error(e)
-        if env is not None:
-            raise env from e
-        raise PassFailed(f"the TFLite converter failed: {last_meaningful_line(e)}",
-                         "run with --debug for the converter's full message") from e
+        raise converter_failure(e) from e
     with atomic_output(final, force) as tmp:
         tmp.write_bytes(flatbuffer)
         if check_runtime:

@@ -260,6 +260,52 @@ RANK_SAMPLES = 256  # samples the ranking measures at most: SQNR per layer settl
 RANK_RUN_BYTES = 256 << 20  # probe outputs one run may hold: the probe outputs two tensors per quantized node
 
 
+class SampleRuns:
+    """The held-out data as the runs an ONNX Runtime session takes, in order, up to `limit` samples.
+
+    A batch is cut along its sample axis into runs of `chunk` samples (the caller may change `chunk` between runs),
+    or of exactly the model's fixed batch when its inputs have one (a remainder short of it is left out: such a
+    model takes nothing else). A batch with no common sample axis (a scalar input, a recurrent state laid out
+    [layers, batch, units]) is one run, never cut: slicing it would feed the model something it never sees."""
+
+    def __init__(self, heldout: CalibrationSource, sess, limit: int | None = None, chunk: int = 1):
+        self.heldout, self.limit, self.chunk, self.samples = heldout, limit, chunk, 0
+        inputs = sess.get_inputs()
+        self.types = {i.name: i.type for i in inputs}
+        fixed = {i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+        self.fixed = min(fixed) if fixed else None
+
+    def __iter__(self):
+        for batch in self.heldout:
+            if self.limit is not None and self.samples >= self.limit:
+                return
+            feeds = {k: np.asarray(v, dtype=np.float32 if self.types.get(k) == "tensor(float)" else None)
+                     for k, v in batch.items() if k != LABELS}
+            if not feeds:
+                continue
+            if not has_sample_axis(feeds):
+                rows = next((len(v) for v in feeds.values() if v.ndim), 1)
+                self.samples += rows
+                yield feeds, rows
+                continue
+            size = len(next(iter(feeds.values())))
+            if self.limit is not None:
+                size = min(size, self.limit - self.samples)
+            i = 0
+            while i < size:
+                step = self.fixed or max(1, min(self.chunk, size - i))
+                if i + step > size:
+                    break
+                self.samples += step
+                yield {k: v[i:i + step] for k, v in feeds.items()}, step
+                i += step
+
+
+def has_sample_axis(feeds: dict[str, np.ndarray]) -> bool:
+    """Every input has a leading axis, of the same length: the samples (what run_batched slices, too)."""
+    return all(v.ndim > 0 for v in feeds.values()) and len({len(v) for v in feeds.values()}) == 1
+
+
 def _power(x: np.ndarray) -> float:
     """sum(x*x) accumulated in float64 without a float64 copy of x."""
     flat = x.reshape(-1)
@@ -286,41 +332,26 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, heldout: CalibrationSour
     probe_path = Path(work) / "probe.onnx"
     onnx.save(probe, str(probe_path))
     sess = onnx_session(probe_path)
-    input_types = {i.name: i.type for i in sess.get_inputs()}
     names = sorted({n for _, _, f, q in pairs for n in (f, q)})
     signal: dict[str, float] = {}
     noise: dict[str, float] = {}
     per_sample: dict[str, int] = {}
-    n = 0
-    chunk = 1  # the first run is one sample; its outputs' size sets the rest
-    for batch in heldout:
-        if limit is not None and n >= limit:
-            break
-        feeds = {k: v for k, v in batch.items() if k != LABELS}
-        if limit is not None:
-            feeds = {k: v[:limit - n] for k, v in feeds.items()}
-        feeds = {k: np.asarray(v, dtype=np.float32 if input_types.get(k) == "tensor(float)" else None) for k, v in feeds.items()}
-        i = 0
-        size = len(next(iter(feeds.values())))
-        while i < size:
-            part = {k: v[i:i + chunk] for k, v in feeds.items()}
-            rows = len(next(iter(part.values())))
-            outputs = sess.run(names, part)
-            values = dict(zip(names, outputs))
-            del outputs
-            for node, _, f, q in pairs:
-                a, b = values[f], values[q]
-                if a.dtype.kind != "f" or a.shape != b.shape:
-                    continue  # shapes and indices are exact; only float activations lose anything
-                signal[node] = signal.get(node, 0.0) + _power(a)
-                noise[node] = noise.get(node, 0.0) + _power(np.subtract(a, b, dtype=np.float32))
-                per_sample.setdefault(node, int(np.prod(a.shape[1:])) if a.ndim > 1 else 1)
-            if chunk == 1 and n == 0:
-                run_bytes = sum(v.nbytes for v in values.values()) / max(rows, 1)
-                chunk = max(1, int(RANK_RUN_BYTES // max(run_bytes, 1)))
-            del values
-            n += rows
-            i += rows
+    runs = SampleRuns(heldout, sess, limit)  # the first run is one sample; its outputs' size sets the rest
+    for part, rows in runs:
+        outputs = sess.run(names, part)
+        values = dict(zip(names, outputs))
+        del outputs
+        for node, _, f, q in pairs:
+            a, b = values[f], values[q]
+            if a.dtype.kind != "f" or a.shape != b.shape:
+                continue  # shapes and indices are exact; only float activations lose anything
+            signal[node] = signal.get(node, 0.0) + _power(a)
+            noise[node] = noise.get(node, 0.0) + _power(np.subtract(a, b, dtype=np.float32))
+            per_sample.setdefault(node, max(1, a.size // rows))
+        if runs.samples == rows:
+            runs.chunk = max(1, int(RANK_RUN_BYTES // max(sum(v.nbytes for v in values.values()) / rows, 1)))
+        del values
+    n = runs.samples
     del sess
     scales = _output_scales(qdq_model)
     weights = weight_errors(float_model, qdq_model)

@@ -18,7 +18,7 @@ from typing import ClassVar
 from mdeploy.calibration.adapters import OrtCalibrationReader
 from mdeploy.calibration.shapes import model_batch_limit
 from mdeploy.calibration.sources import DataSpec
-from mdeploy.passes.backends.onnxruntime import load_onnx_model, onnx_signature
+from mdeploy.passes.backends.onnxruntime import import_ort, load_onnx_model, onnx_signature
 from mdeploy.passes.core.artifact import Artifact
 from mdeploy.passes.core.errors import BadInput, PassFailed
 from mdeploy.passes.core.fsio import atomic_output
@@ -202,12 +202,16 @@ class QuantizeOnnx:
                  weights_only: bool = False) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        import_ort()  # its logger quiet before calibration sessions are made
+
         quantize_dynamic(str(source), str(out), per_channel=per_channel, weight_type=QuantType.QInt8,
                          nodes_to_exclude=names or None, op_types_to_quantize=self._op_types(types, static=False, weights_only=weights_only))
 
     def _static(self, artifact: Artifact, source: Path, work: Path, out: Path, names: list[str], types: set[str],
                 ctx: Context, per_channel: bool, extra: dict, weights_only: bool = False) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        import_ort()  # its logger quiet before calibration sessions are made
 
         calibration = require_calibration(self.calibration, self.name)
         source = str(Path(source).resolve())

@@ -20,24 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
-from mdeploy.calibration.batches import LABELS, CalibrationSource
-from mdeploy.passes.quantize.debug import QDQ_OPS, SENSITIVITY_SAMPLES, adopt_opsets, quantized_nodes, sqnr_db
+from mdeploy.calibration.batches import CalibrationSource
+from mdeploy.passes.quantize.debug import QDQ_OPS, SENSITIVITY_SAMPLES, SampleRuns, adopt_opsets, quantized_nodes, sqnr_db
+
 TAG = "mdeploy_alone::"
 
 
-def sensitivity_feeds(heldout: CalibrationSource, input_types: dict[str, str], limit: int = SENSITIVITY_SAMPLES) -> dict[str, np.ndarray]:
-    """The first `limit` held-out samples as one feed dict (labels dropped)."""
-    parts: dict[str, list[np.ndarray]] = {}
-    n = 0
-    for batch in heldout:
-        rows = min(limit - n, len(next(iter(v for k, v in batch.items() if k != LABELS))))
-        for k, v in batch.items():
-            if k != LABELS:
-                parts.setdefault(k, []).append(np.asarray(v[:rows], dtype=np.float32 if input_types.get(k) == "tensor(float)" else None))
-        n += rows
-        if n >= limit:
-            break
-    return {k: np.concatenate(v) for k, v in parts.items()}
+def worst_output_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+    """The lowest SQNR (dB) among the float outputs over every run, -inf when any output is NaN/Inf."""
+    signal: dict[int, float] = {}
+    noise: dict[int, float] = {}
+    for ref_run, got_run in zip(reference, got):
+        for k, (ref, new) in enumerate(zip(ref_run, got_run)):
+            if np.asarray(ref).dtype.kind != "f" or np.shape(ref) != np.shape(new):
+                continue  # labels and indices: the float outputs beside them carry the error
+            a, b = np.asarray(ref, dtype=np.float64), np.asarray(new, dtype=np.float64)
+            if not np.all(np.isfinite(b)):
+                return -math.inf
+            signal[k] = signal.get(k, 0.0) + float(np.sum(a * a))
+            noise[k] = noise.get(k, 0.0) + float(np.sum((a - b) ** 2))
+    return min((sqnr_db(signal[k], noise[k]) for k in signal), default=math.inf)
 
 
 class QdqIndex:
@@ -138,9 +140,9 @@ def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: P
     path = Path(work) / "alone.onnx"
     onnx.save(float_model, str(path))
     sess = onnx_session(path)
-    feeds = sensitivity_feeds(heldout, {i.name: i.type for i in sess.get_inputs()}, limit)
+    runs = [part for part, _ in SampleRuns(heldout, sess, limit, chunk=limit)]
     names = [o.name for o in sess.get_outputs()]
-    reference = dict(zip(names, sess.run(names, feeds)))
+    reference = [sess.run(names, part) for part in runs]
     del sess
     out: dict[str, float] = {}
     index = QdqIndex(qdq_model)
@@ -153,18 +155,10 @@ def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: P
             continue
         onnx.save(variant, str(path))
         try:
-            got = dict(zip(names, onnx_session(path).run(names, feeds)))
+            session = onnx_session(path)
+            got = [session.run(names, part) for part in runs]
         except Exception:  # noqa: BLE001 - a variant ONNX Runtime will not run says nothing about the node: unranked
             continue
-        worst = math.inf
-        for k, ref in reference.items():
-            if np.asarray(ref).dtype.kind != "f" or np.shape(ref) != np.shape(got[k]):
-                continue  # labels and indices: the float outputs beside them carry the error
-            a, b = np.asarray(ref, dtype=np.float64), np.asarray(got[k], dtype=np.float64)
-            if not np.all(np.isfinite(b)):
-                worst = -math.inf
-                break
-            worst = min(worst, sqnr_db(float(np.sum(a * a)), float(np.sum((a - b) ** 2))))
-        out[node.name] = worst
+        out[node.name] = worst_output_sqnr(reference, got)
     path.unlink(missing_ok=True)
     return out

@@ -16,13 +16,22 @@ from mdeploy.calibration.adapters import representative_dataset
 from mdeploy.calibration.sources import DataSpec
 from mdeploy.passes.backends.litert import litert_interpreter, tflite_signature
 from mdeploy.passes.backends.tf_env import import_tf
-from mdeploy.passes.convert import tflite_converter, write_tflite
+from mdeploy.passes.convert.tflite import fixed_batch_one, is_tensor_list_failure, tflite_converter, write_tflite
 from mdeploy.passes.core.artifact import Artifact
-from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.core.errors import BadInput, PassFailed
 from mdeploy.passes.core.pipeline import Context, pass_params
 from mdeploy.passes.quantize import PRECISION, check_mode, quantized_file_name, require_calibration, run_once
 
 IO_TYPES = ("float", "int8")
+
+
+def recurrent_int8_failure() -> PassFailed:
+    """Full-int8 TFLite of a model whose tensor lists need a fixed batch (Keras LSTM/GRU). The fixed-batch route that
+    converts its float and dynamic-range TFLite is never tried for int8: TensorFlow 2.21's int8 calibrator dies with
+    SIGSEGV on it (Keras LSTM and GRU, token and float inputs), which would take mdeploy down with no message."""
+    return PassFailed("TFLite int8 cannot quantize this model's recurrent layers: the converter needs a fixed batch "
+                      "for their tensor lists, and TensorFlow's int8 calibrator crashes on the fixed-batch model",
+                      "use --mode dynamic (int8 weights, float activations) for TFLite, or --to onnx --mode int8")
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,29 @@ class QuantizeTflite:
         return Path(ctx.out_dir) / "tflite" / (self.file_name or quantized_file_name(self.mode, ".tflite"))
 
     def run(self, artifact: Artifact, ctx: Context) -> Artifact:
-        tf = import_tf()
         final = self.output_path(ctx)
+        route = "builtins"
+        try:
+            self._convert(artifact, final, ctx)
+        except PassFailed as e:
+            one = fixed_batch_one(artifact)
+            if one is None or not is_tensor_list_failure(e.__cause__ or e):
+                raise
+            if self.mode == "int8":
+                raise recurrent_int8_failure() from e
+            route = "fixed-batch-1"  # what `mdeploy convert` does for the float TFLite of the same model
+            self._convert(one, final, ctx)
+            ctx.warn(f"{self.name}: converted with a fixed batch of 1 (the converter needs static shapes for the "
+                     "recurrent layers); LiteRT runs it one sample at a time")
+        derived = artifact.derive(format="tflite", path=final, name=f"tflite-{self.mode}", precision=PRECISION[self.mode],
+                                  produced_by={"pass": self.name, "params": pass_params(self)}, io=self.io,
+                                  tflite_route=route,
+                                  calibration=self.calibration.spec if self.calibration and self.mode == "int8" else None)
+        _, inputs, outputs = tflite_signature(litert_interpreter(final))  # int8 I/O changes the dtypes
+        return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
+
+    def _convert(self, artifact: Artifact, final: Path, ctx: Context) -> None:
+        tf = import_tf()
         workdir = Path(tempfile.mkdtemp(prefix="mdeploy-tflite-q-"))
         try:
             converter = tflite_converter(artifact, workdir)
@@ -85,12 +115,6 @@ class QuantizeTflite:
             write_tflite(converter, final, ctx.force, verify=lambda tmp: run_once(tmp, "tflite", artifact, self.calibration))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-
-        derived = artifact.derive(format="tflite", path=final, name=f"tflite-{self.mode}", precision=PRECISION[self.mode],
-                                  produced_by={"pass": self.name, "params": pass_params(self)}, io=self.io,
-                                  calibration=self.calibration.spec if self.calibration and self.mode == "int8" else None)
-        _, inputs, outputs = tflite_signature(litert_interpreter(final))  # int8 I/O changes the dtypes
-        return dataclasses.replace(derived, inputs=inputs, outputs=outputs)
 
 
 class DenylistedConverter:

@@ -37,8 +37,21 @@ def _float_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 METRICS = {"signal": lambda f, q, s, z: float(np.mean(np.square(_float_of(f, q))))}
 
 
+def input_order(interpreter, names: list[str]) -> list[str]:
+    """`names` in the order the interpreter lists its inputs, which is how the debugger feeds them (positionally):
+    the converter may order a multi-input model's inputs differently from its signature (meta before image)."""
+    try:
+        detail = interpreter.get_signature_runner(
+            "serving_default" if "serving_default" in interpreter.get_signature_list() else None).get_input_details()
+        by_index = {d["index"]: name for name, d in detail.items()}
+        order = [by_index.get(d["index"]) for d in interpreter.get_input_details()]
+    except (ValueError, KeyError):  # no signature: the converter keeps the source's order
+        return names
+    return order if sorted(o for o in order if o) == sorted(names) and None not in order else names
+
+
 def debug_dataset(source: CalibrationSource, names: list[str], limit: int | None):
-    """The debugger feeds inputs positionally, one sample at a time."""
+    """The debugger feeds inputs positionally, one sample at a time, in the order of `names` when it runs."""
     def generate():
         n = 0
         for batch in source:
@@ -55,7 +68,8 @@ def tflite_layer_errors(source: Artifact, qpass, heldout: CalibrationSource, wor
                         float_tflite: Path | None = None) -> LayerDebug:
     """Measure every quantized op of the int8 TFLite model `qpass` makes from `source` on up to `limit` held-out samples;
     with `float_tflite` (the float model converted from the same source) also each op's weight error."""
-    from mdeploy.passes.convert import tflite_converter
+    from mdeploy.passes.convert.tflite import converter_failure, fixed_batch_one, is_tensor_list_failure, tflite_converter
+    from mdeploy.passes.quantize.tflite import recurrent_int8_failure
 
     tf = import_tf()
     t0 = time.perf_counter()
@@ -73,11 +87,17 @@ def tflite_layer_errors(source: Artifact, qpass, heldout: CalibrationSource, wor
             denylisted_nodes=[d for d in denylist if not d.isupper()] or None,
             denylisted_ops=[d for d in denylist if d.isupper()] or None)
         samples = min(len(heldout), limit) if limit is not None else len(heldout)
+        order = [t.name for t in source.inputs]  # set to the debug model's input order once it exists
         with warnings.catch_warnings(), quiet_native_stderr():
             warnings.simplefilter("ignore")
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=debug_dataset(heldout, [t.name for t in source.inputs], limit),
-                debug_options=options)
+            try:
+                debugger = tf.lite.experimental.QuantizationDebugger(
+                    converter=converter, debug_dataset=debug_dataset(heldout, order, limit), debug_options=options)
+            except Exception as e:
+                if is_tensor_list_failure(e) and fixed_batch_one(source) is not None:
+                    raise recurrent_int8_failure() from e
+                raise converter_failure(e) from e
+            order[:] = input_order(debugger._quant_interpreter, order)  # noqa: SLF001 - the model it feeds
             debugger.run()
         buf = io.StringIO()
         debugger.layer_statistics_dump(buf)

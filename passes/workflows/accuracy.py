@@ -68,6 +68,8 @@ class LayerSearch:
         self.work, self.seed = Path(work), seed
         self.on_stage = on_stage or (lambda text: None)
         self.count = 0
+        self.built = 0  # trials that produced a model
+        self.failure: Exception | None = None  # the first trial that could not
         self.warnings: list[str] = []
         self.reference = ReferenceOutputs()  # the float parent runs on the held-out data once, not once per trial
         self._pre: Artifact | None = None
@@ -87,7 +89,9 @@ class LayerSearch:
         try:
             candidate = self._quantize(with_knobs(self.qpass, knobs, exclude), self.source, f"trial-{self.count}{self.suffix}")
         except PassFailed as e:  # e.g. a mix of float and int8 layers that overflows (NaN/Inf): a failed trial, not the end
+            self.failure = self.failure or e
             return Trial(stage, knobs, exclude, False, None, None, str(e), time.perf_counter() - t0)
+        self.built += 1
         try:
             quality = quantization_quality(self.parent, candidate, self.heldout.open(self.parent.inputs),
                                            self.thresholds, self.reference)
@@ -108,6 +112,8 @@ class LayerSearch:
         return self._pre
 
     def rank(self, knobs: Knobs, exclude: tuple[str, ...] = ()) -> LayerDebug:
+        if self.count and not self.built and self.failure is not None:
+            raise self.failure  # no setting could even be built: ranking layers cannot help, and the cause is this
         qpass = with_knobs(self.qpass, knobs, exclude)
         if isinstance(qpass, QuantizeOnnx):
             pre = self.preprocessed()

@@ -49,6 +49,10 @@ CASES = [
     ("keras-dynamic-cnn", "convert", "ok", None),  # (None, None, 3): generated inputs are 224x224
     ("keras-lstm", "convert", "ok", None),  # TFLite through the fixed-batch route
     ("keras-subclassed", "convert", "ok", None),  # --custom-objects, signature traced from the build shape
+    ("silero-vad-16k-op15", "debug-layers", "ok", None),  # scalar sr beside the state: feeds run whole; ORT kept quiet
+    ("onnx-squeezenet", "debug-layers", "ok", None),  # a fixed batch of 1: the probe runs one sample at a time
+    ("keras-multi-io", "debug-layers", "ok", None),  # TFLite lists meta before image: fed by name, not position
+    ("keras-gru", "debug-layers", "no-crash", None),  # TFLite int8 of recurrent layers: named, with the way out
 ]
 
 
@@ -69,6 +73,6 @@ def test_real_model(name, command, expect, tmp_path):
     model = _model(name)
     args = dict(real_models.COMMANDS[model.format])[command]
     run = real_models.run_one(model, command, args, timeout=600, workdir=tmp_path)
-    assert run.verdict not in ("crash", "wrong"), f"{run.verdict}: {run.reason}"
+    assert run.verdict not in ("crash", "wrong", "noisy"), f"{run.verdict}: {run.reason}"
     if expect == "ok":
         assert run.verdict == "ok", f"{run.verdict}: {run.reason}"
