@@ -124,7 +124,7 @@ class ImageDirSource:
         for flag, values in (("--image-mean", self.options.mean), ("--image-std", self.options.std)):
             if len(values) not in (1, self.channels):
                 raise BadInput(f"{flag} has {len(values)} values but input '{self.spec.name}' has {self.channels} channel(s)",
-                               f"give one value, or one per channel")
+                               "give one value, or one per channel")
         files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         classes = sorted({p.parent.relative_to(self.path).parts[0] for p in files if p.parent != self.path})
         self._labelled = bool(classes) and all(p.parent != self.path for p in files)

@@ -38,7 +38,7 @@ def _server_section(result: Any, server: str) -> list[str]:
         out += ["```bash", f"docker build -t {image} tfserving/",
                 f"docker run --rm -p {tfserving.GRPC_PORT}:{tfserving.GRPC_PORT} -p {p}:{p} {image}",
                 f"curl -s localhost:{p}{tfserving.ready_path(f)}   # 200 once the version is AVAILABLE",
-                f"python client/tfserving_client.py --print-request > request.json",
+                "python client/tfserving_client.py --print-request > request.json",
                 f"curl -s -d @request.json localhost:{p}/v1/models/{f.name}/versions/{f.version}:predict",
                 "python client/tfserving_client.py            # REST; add --grpc for gRPC (tensorflow-serving-api)",
                 f"curl -s localhost:{p}{tfserving.METRICS_PATH} | head", "```"]

@@ -7,8 +7,16 @@ which makes it expect one more dimension than the model has).
 """
 from __future__ import annotations
 
-from mdeploy.passes.deploy.facts import TRITON_IMAGE, TRITON_RELEASE, TRITON_SERVER_VERSION, BatchPlan, BundleFile, ModelFacts, Tensor
 from mdeploy.passes.core.errors import BadInput
+from mdeploy.passes.deploy.facts import (
+    TRITON_IMAGE,
+    TRITON_RELEASE,
+    TRITON_SERVER_VERSION,
+    BatchPlan,
+    BundleFile,
+    ModelFacts,
+    Tensor,
+)
 
 ROOT = "triton"
 HTTP_PORT = 8000

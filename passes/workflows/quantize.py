@@ -25,8 +25,8 @@ from mdeploy.passes.quantize.tflite import QuantizeTflite
 from mdeploy.passes.report.journal import ReportJournal
 from mdeploy.passes.report.model import Report, artifact_record
 from mdeploy.passes.report.sections import AccuracySearch, LayerErrors, Quality
-from mdeploy.passes.workflows.convert import convert
 from mdeploy.passes.workflows.accuracy import reproducing_recipe
+from mdeploy.passes.workflows.convert import convert
 from mdeploy.passes.workflows.recipe import check_opset
 
 QUANTIZE_FORMATS = ("onnx", "tflite")

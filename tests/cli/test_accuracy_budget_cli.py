@@ -7,7 +7,6 @@ import tomllib
 
 import pytest
 
-
 SAMPLES = "64"  # calibration samples: a third of the default's trial time, the same collapse and the same fix
 
 

@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from safety_harness import build_tiny_onnx, child_env, kill_marked, run_mdeploy, snapshot, snapshot_diff, tiny_optimize_args
 
 

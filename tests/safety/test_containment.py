@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from safety_harness import (
     DIGITS,
     build_unshaped_onnx,

@@ -3,7 +3,6 @@ each ends fast in exit 2 with one error line, with bounded memory and nothing wr
 from __future__ import annotations
 
 import pytest
-
 from safety_harness import (
     build_config_bomb_keras,
     build_external_data_onnx,

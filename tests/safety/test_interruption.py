@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import pytest
-
 from safety_harness import (
     check_outdir,
     child_env,

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
-import shutil
 import sys
 import tempfile
 import time
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from safety_harness import check_zoo_outdir, child_env, marked_processes, mdeploy_cmd, run_mdeploy
 
 GATED = '''import time
