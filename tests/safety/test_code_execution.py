@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from safety_harness import DIGITS, child_env, lines_starting, run_mdeploy
 
 

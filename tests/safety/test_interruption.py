@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 from safety_harness import (
     check_outdir,
     child_env,

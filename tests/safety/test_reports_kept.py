@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import time
 
-import pytest
 from safety_harness import check_outdir, child_env, content_sha256, lines_starting, mdeploy_cmd, run_mdeploy, tiny_optimize_args
 
 
