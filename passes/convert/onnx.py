@@ -11,7 +11,7 @@ from mdeploy.passes.backends import artifact_runner, run_batched
 from mdeploy.passes.backends.litert import litert_interpreter, read_flatbuffer
 from mdeploy.passes.backends.onnxruntime import onnx_session
 from mdeploy.passes.backends.tensorflow import load_keras_model
-from mdeploy.passes.backends.tf_env import import_tf
+from mdeploy.passes.backends.tf_env import import_tf, quiet_native_stderr
 from mdeploy.passes.checks.parity import parity_check, parity_feeds
 from mdeploy.passes.convert.serving import serving_function
 from mdeploy.passes.core.artifact import Artifact
@@ -234,7 +234,8 @@ class ToOnnx:
             for details in (runner.get_input_details(), runner.get_output_details()):
                 renames.update({d["name"]: key for key, d in details.items()})
         try:
-            model_proto = tf2onnx.convert.from_tflite(str(artifact.path), opset=self.opset)[0]
+            with quiet_native_stderr():  # tf2onnx reads the model through tf.lite.Interpreter, which announces XNNPACK
+                model_proto = tf2onnx.convert.from_tflite(str(artifact.path), opset=self.opset)[0]
         except Exception as e:
             sparse = read_flatbuffer(artifact.path)["sparse_tensors"]
             if sparse:  # tf2onnx reads a sparse buffer as if it were dense: the reshape fails
