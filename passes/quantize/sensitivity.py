@@ -24,6 +24,9 @@ from mdeploy.calibration.batches import CalibrationSource
 from mdeploy.passes.quantize.debug import QDQ_OPS, SENSITIVITY_SAMPLES, SampleRuns, adopt_opsets, quantized_nodes, sqnr_db
 
 TAG = "mdeploy_alone::"
+# Every node runs on all of its samples: screening on the first few misses harm that only some samples show. On
+# magika, LayerNorm_0's `AddV2` of epsilon measured 59 dB alone on the first 4 samples and -inf on all 32 (a window
+# of zero variance), and the nodes kept in float without it missed the budget by 1.5 points.
 
 
 def worst_output_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
@@ -140,9 +143,9 @@ def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: P
     path = Path(work) / "alone.onnx"
     onnx.save(float_model, str(path))
     sess = onnx_session(path)
-    runs = [part for part, _ in SampleRuns(heldout, sess, limit, chunk=limit)]
+    runs = list(SampleRuns(heldout, sess, limit, chunk=limit))
     names = [o.name for o in sess.get_outputs()]
-    reference = [sess.run(names, part) for part in runs]
+    reference = [sess.run(names, part) for part, _ in runs]
     del sess
     out: dict[str, float] = {}
     index = QdqIndex(qdq_model)
@@ -156,7 +159,7 @@ def node_sensitivity(float_model, qdq_model, heldout: CalibrationSource, work: P
         onnx.save(variant, str(path))
         try:
             session = onnx_session(path)
-            got = [session.run(names, part) for part in runs]
+            got = [session.run(names, part) for part, _ in runs]
         except Exception:  # noqa: BLE001 - a variant ONNX Runtime will not run says nothing about the node: unranked
             continue
         out[node.name] = worst_output_sqnr(reference, got)

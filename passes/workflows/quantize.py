@@ -157,20 +157,20 @@ def budget_thresholds(budget: float | None, thresholds: Thresholds | None, mode:
 
 
 def _search_and_debug(source_for_pass: Artifact, parent: Artifact, qpass, plan: DataPlan, thresholds, budget, want_debug,
-                      seed: int, stage, ctx: Context):
-    """(the pass to run, the search or None, the layer errors or None), measured in a temporary directory."""
+                      seed: int, stage, ctx: Context, work: Path):
+    """(the pass to run, the search or None, the layer errors or None), measured in the temporary directory `work`,
+    whose calibration cache (work/calibration) the final quantization then uses: its setting was calibrated here."""
     from mdeploy.passes.workflows.accuracy import accuracy_search, debug_layers
 
     search = debug = None
-    with tempfile.TemporaryDirectory(prefix="mdeploy-accuracy-") as work:
-        if budget is not None:
-            search, qpass, notes = accuracy_search(source_for_pass, parent, qpass, plan.heldout, thresholds, budget,
-                                                   Path(work), seed=seed, on_stage=stage)
-            ctx.warnings.extend(notes)
-            debug = search.debug
-        if want_debug and debug is None:
-            stage("measuring each layer's quantization error")
-            debug = debug_layers(source_for_pass, parent, qpass, plan.heldout, Path(work), seed, stage)
+    if budget is not None:
+        search, qpass, notes = accuracy_search(source_for_pass, parent, qpass, plan.heldout, thresholds, budget,
+                                               work, seed=seed, on_stage=stage)
+        ctx.warnings.extend(notes)
+        debug = search.debug
+    if want_debug and debug is None:
+        stage("measuring each layer's quantization error")
+        debug = debug_layers(source_for_pass, parent, qpass, plan.heldout, work, seed, stage)
     return qpass, search, debug
 
 
@@ -248,11 +248,15 @@ def quantize(model: Path, to: str, mode: str, out_dir: Path, *, calibration: str
         ctx = Context(out_dir=out_dir, force=force, name=Path(model).stem, seed=seed, on_stage=stage,
                       on_publish=ReportJournal(out_dir, Report.for_source(source).source))
         search = debug = None
-        if accuracy_budget is not None or debug_layers:
-            qpass, search, debug = _search_and_debug(parent if to == "onnx" else source, parent, qpass, plan,
-                                                      thresholds, accuracy_budget, debug_layers, seed, stage, ctx)
         steps: list = []
-        quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
+        with tempfile.TemporaryDirectory(prefix="mdeploy-accuracy-") as work:
+            if accuracy_budget is not None or debug_layers:
+                qpass, search, debug = _search_and_debug(parent if to == "onnx" else source, parent, qpass, plan,
+                                                          thresholds, accuracy_budget, debug_layers, seed, stage, ctx,
+                                                          Path(work))
+                ctx.calibration_cache = Path(work) / "calibration"  # the ranges the search measured for this setting
+            quantized = run_pass(qpass, parent if to == "onnx" else source, ctx, steps)
+        ctx.calibration_cache = None
         stage(f"comparing {quantized.name} with {parent.name} on held-out data")
         quality = quantization_quality(parent, quantized, plan.heldout.open(parent.inputs),
                                        thresholds if thresholds is not None and thresholds.enabled else None)
